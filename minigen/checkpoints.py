@@ -1,0 +1,122 @@
+"""Course checkpoints: full-quality models a CPU student can load beside the one they trained (DESIGN §10).
+
+A checkpoint is made only by the repository's own code: each entry of RECIPES names a function
+`recipe() -> (model, info)` that trains the model at the `gpu` profile (`make checkpoints`, or
+`python -m minigen.checkpoints build NAME`). The weights go to data/checkpoints/NAME.pt (fp16 where the
+metric holds) and data/checkpoints/manifest.json records their sha256, the command, machine and minutes.
+
+    model = VAE(VAE_PRESETS["course"])
+    if checkpoints.load("vae", model) is not None:   # None (with a message) when the file is not shipped
+        ...
+
+A missing checkpoint is skipped with a message so the notebook still runs; a file whose sha256 differs from
+the manifest, or whose config does not match the model, is an error.
+"""
+import argparse
+import importlib
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+
+import minigen
+
+from .train import CHECKPOINT_FORMAT, CheckpointError, model_config, read_checkpoint
+
+# name -> "module:function". Each function trains at the gpu profile and returns (model, info: dict).
+RECIPES: dict[str, str] = {}
+
+MAX_BYTES = 4 * 2**20  # DESIGN §10: each checkpoint at most 4 MB
+
+
+def checkpoint_dir() -> Path:
+    return Path(__file__).resolve().parents[1] / "data" / "checkpoints"
+
+
+def read_manifest(directory: Path | None = None) -> dict:
+    path = (directory or checkpoint_dir()) / "manifest.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def load(name: str, model: torch.nn.Module, *, directory: Path | None = None) -> torch.nn.Module | None:
+    """Load course checkpoint `name` into `model` (in place) and return it; None if it is not shipped."""
+    directory = directory or checkpoint_dir()
+    entry = read_manifest(directory).get(name)
+    path = directory / f"{name}.pt"
+    if entry is None or not path.exists():
+        print(f"course checkpoint '{name}' is not available ({path} or its manifest entry is missing); "
+              f"continuing with the model trained here. Build it with: make checkpoints NAMES={name}")
+        return None
+    from .data.mnist import sha256_of
+
+    found = sha256_of(path)
+    if found != entry["sha256"]:
+        raise CheckpointError(f"course checkpoint {path} is corrupt: sha256 {found[:12]}... does not match the "
+                              f"manifest's {entry['sha256'][:12]}...; restore it (git checkout -- {path.name}) "
+                              f"or rebuild it (make checkpoints NAMES={name})")
+    state = read_checkpoint(path, model)
+    reference = next(iter(model.state_dict().values()), None)
+    dtype = reference.dtype if reference is not None and reference.is_floating_point() else torch.float32
+    model.load_state_dict({k: v.to(dtype) if v.is_floating_point() else v for k, v in state["model"].items()})
+    return model.eval()
+
+
+def save(name: str, model: torch.nn.Module, info: dict, *, half: bool = True,
+         directory: Path | None = None) -> Path:
+    """Write `model`'s weights as course checkpoint `name` and record it in the manifest."""
+    directory = directory or checkpoint_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    weights = {k: v.detach().cpu().half() if half and v.is_floating_point() else v.detach().cpu()
+               for k, v in model.state_dict().items()}
+    state = {"format": CHECKPOINT_FORMAT, "minigen_version": minigen.__version__,
+             "model_class": type(model).__name__, "config": model_config(model),
+             "step": int(info.get("steps", 0)), "model": weights}
+    path = directory / f"{name}.pt"
+    torch.save(state, path)
+    if path.stat().st_size > MAX_BYTES:
+        raise ValueError(f"{path} is {path.stat().st_size / 2**20:.1f} MB; course checkpoints must stay under "
+                         f"{MAX_BYTES / 2**20:.0f} MB (use half=True or a smaller preset)")
+    from .data.mnist import sha256_of
+    from .results import machine
+
+    manifest = read_manifest(directory)
+    manifest[name] = {"file": path.name, "sha256": sha256_of(path), "bytes": path.stat().st_size,
+                      "command": f"make checkpoints NAMES={name}", "machine": machine(),
+                      "minigen_version": minigen.__version__, "date": time.strftime("%Y-%m-%d"), **info}
+    (directory / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    return path
+
+
+def build(name: str) -> Path:
+    """Run recipe `name` (trains at the gpu profile) and save its checkpoint."""
+    if name not in RECIPES:
+        raise KeyError(f"no recipe named {name!r}; known: {sorted(RECIPES)}")
+    module, function = RECIPES[name].split(":")
+    start, previous = time.time(), os.environ.get("MINIGEN_PROFILE")
+    os.environ["MINIGEN_PROFILE"] = "gpu"  # course checkpoints are the gpu profile's models, on any machine
+    try:
+        model, info = getattr(importlib.import_module(module), function)()
+    finally:
+        os.environ.pop("MINIGEN_PROFILE") if previous is None else os.environ.update(MINIGEN_PROFILE=previous)
+    info = {"minutes": round((time.time() - start) / 60, 1), **info}
+    return save(name, model, info, half=info.pop("half", True))
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description="Build the course checkpoints (trains at the gpu profile).")
+    parser.add_argument("command", choices=["build", "list"])
+    parser.add_argument("names", nargs="*", help="recipes to build (default: all)")
+    args = parser.parse_args(argv)
+    if args.command == "list":
+        manifest = read_manifest()
+        for name in sorted(RECIPES):
+            print(f"{name:12s} {'shipped' if name in manifest else 'not built'}  ({RECIPES[name]})")
+        return
+    for name in args.names or sorted(RECIPES):
+        print(f"built {build(name)}")
+
+
+if __name__ == "__main__":
+    main()

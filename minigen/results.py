@@ -1,0 +1,66 @@
+"""Measured figures go into docs/results.md by code, never by hand (DESIGN §8).
+
+A notebook calls `record("02_vae", "test NLL (IWAE k=500), nats", 91.3, baseline=86.76, baseline_label=...)`.
+The row is stored in docs/results.json under the active profile with the machine it ran on, and
+docs/results.md is re-rendered from that file. Under the `ci` profile nothing is written (CI and `make test`
+would otherwise rewrite the table with smoke-test numbers); set MINIGEN_RECORD=1 to force it.
+"""
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from . import profile as profiles
+
+HEADER = """# Measured results
+
+Every figure here was written by code in the repository (`minigen.results.record`, called by the notebooks
+and scripts), with the profile and the machine that produced it. Regenerate by re-running the notebook
+(`make execute`). Do not edit by hand: edit docs/results.json's producers instead.
+"""
+
+
+def results_path() -> Path:
+    return Path(__file__).resolve().parents[1] / "docs" / "results.json"
+
+
+def machine() -> str:
+    """A short description of this machine: the GPU's name, or the CPU and its core count."""
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    cpu = platform.processor() or platform.machine()
+    return f"CPU {cpu}, {os.cpu_count()} cores, torch {torch.__version__}"
+
+
+def record(notebook: str, metric: str, value: float, *, baseline: float | None = None,
+           baseline_label: str = "", unit: str = "", path: Path | None = None) -> dict:
+    """Store one measured figure for the active profile and re-render docs/results.md."""
+    name = profiles.current().name
+    row = {"notebook": notebook, "metric": metric, "profile": name, "value": float(value),
+           "baseline": None if baseline is None else float(baseline), "baseline_label": baseline_label,
+           "unit": unit, "machine": machine(), "date": time.strftime("%Y-%m-%d")}
+    path = path or results_path()
+    if name == "ci" and os.environ.get("MINIGEN_RECORD") != "1" or not path.parent.is_dir():
+        return row
+    rows = json.loads(path.read_text()) if path.exists() else []
+    rows = [r for r in rows if (r["notebook"], r["metric"], r["profile"]) != (notebook, metric, name)]
+    rows.append(row)
+    rows.sort(key=lambda r: (r["notebook"], r["metric"], r["profile"]))
+    path.write_text(json.dumps(rows, indent=1) + "\n")
+    path.with_suffix(".md").write_text(render(rows))
+    return row
+
+
+def render(rows: list[dict]) -> str:
+    lines = [HEADER]
+    for notebook in sorted({r["notebook"] for r in rows}):
+        lines += [f"\n## {notebook}\n", "| metric | profile | value | baseline | machine | date |",
+                  "|---|---|---|---|---|---|"]
+        for r in (r for r in rows if r["notebook"] == notebook):
+            base = "" if r["baseline"] is None else f"{r['baseline']:.4g} {r['baseline_label']}".strip()
+            lines.append(f"| {r['metric']} | {r['profile']} | {r['value']:.4g} {r['unit']} | {base} | "
+                         f"{r['machine']} | {r['date']} |")
+    return "\n".join(lines) + "\n"
