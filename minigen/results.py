@@ -5,6 +5,7 @@ The row is stored in docs/results.json under the active profile with the machine
 docs/results.md is re-rendered from that file. Under the `ci` profile nothing is written (CI and `make test`
 would otherwise rewrite the table with smoke-test numbers); set MINIGEN_RECORD=1 to force it.
 """
+import fcntl
 import json
 import os
 import platform
@@ -45,12 +46,14 @@ def record(notebook: str, metric: str, value: float, *, baseline: float | None =
     path = path or results_path()
     if name == "ci" and os.environ.get("MINIGEN_RECORD") != "1" or not path.parent.is_dir():
         return row
-    rows = json.loads(path.read_text()) if path.exists() else []
-    rows = [r for r in rows if (r["notebook"], r["metric"], r["profile"]) != (notebook, metric, name)]
-    rows.append(row)
-    rows.sort(key=lambda r: (r["notebook"], r["metric"], r["profile"]))
-    path.write_text(json.dumps(rows, indent=1) + "\n")
-    path.with_suffix(".md").write_text(render(rows))
+    with open(path.with_suffix(".lock"), "w") as lock:  # notebooks may run side by side (make execute -j)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        rows = json.loads(path.read_text()) if path.exists() else []
+        rows = [r for r in rows if (r["notebook"], r["metric"], r["profile"]) != (notebook, metric, name)]
+        rows.append(row)
+        rows.sort(key=lambda r: (r["notebook"], r["metric"], r["profile"]))
+        path.write_text(json.dumps(rows, indent=1) + "\n")
+        path.with_suffix(".md").write_text(render(rows))
     return row
 
 

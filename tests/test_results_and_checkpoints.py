@@ -1,0 +1,70 @@
+"""Measured figures are written by code; course checkpoints are verified before they are used."""
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from minigen import checkpoints, results
+from minigen.train import CheckpointError
+
+
+class Net(nn.Module):
+    def __init__(self, width=4):
+        super().__init__()
+        self.config = None
+        self.layer = nn.Linear(2, width)
+
+
+def test_record_skips_ci_profile(tmp_path, monkeypatch):
+    monkeypatch.setenv("MINIGEN_PROFILE", "ci")
+    results.record("00_x", "metric", 1.0, path=tmp_path / "results.json")
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_record_writes_and_replaces_rows(tmp_path, monkeypatch):
+    monkeypatch.setenv("MINIGEN_PROFILE", "cpu")
+    path = tmp_path / "results.json"
+    results.record("02_vae", "IWAE bound", 95.0, baseline=86.76, baseline_label="(Burda)", unit="nats", path=path)
+    results.record("02_vae", "IWAE bound", 91.0, unit="nats", path=path)
+    rows = json.loads(path.read_text())
+    assert [(r["value"], r["profile"]) for r in rows] == [(91.0, "cpu")]
+    table = path.with_suffix(".md").read_text()
+    assert "| IWAE bound | cpu | 91 nats |" in table and "## 02_vae" in table
+
+
+def test_course_checkpoint_round_trip(tmp_path):
+    model = Net()
+    checkpoints.save("tiny", model, {"steps": 3}, directory=tmp_path)
+    loaded = checkpoints.load("tiny", Net(), directory=tmp_path)
+    for a, b in zip(model.parameters(), loaded.parameters()):
+        assert torch.allclose(a, b, atol=1e-3)  # stored in fp16
+    assert loaded.layer.weight.dtype == torch.float32
+    entry = checkpoints.read_manifest(tmp_path)["tiny"]
+    assert entry["steps"] == 3 and len(entry["sha256"]) == 64
+
+
+def test_missing_course_checkpoint_is_skipped_with_message(tmp_path, capsys):
+    assert checkpoints.load("absent", Net(), directory=tmp_path) is None
+    assert "not available" in capsys.readouterr().out
+
+
+def test_tampered_course_checkpoint_is_an_error(tmp_path):
+    checkpoints.save("tiny", Net(), {}, directory=tmp_path)
+    path = tmp_path / "tiny.pt"
+    raw = bytearray(path.read_bytes())
+    raw[-20] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match="corrupt"):
+        checkpoints.load("tiny", Net(), directory=tmp_path)
+
+
+def test_mismatched_course_checkpoint_is_an_error(tmp_path):
+    checkpoints.save("tiny", Net(width=4), {}, directory=tmp_path)
+    with pytest.raises(CheckpointError, match="do not fit"):
+        checkpoints.load("tiny", Net(width=5), directory=tmp_path)
+
+
+def test_unknown_recipe_is_named():
+    with pytest.raises(KeyError, match="no recipe named 'nope'"):
+        checkpoints.build("nope")
