@@ -29,7 +29,7 @@ $(STAMP): $(PY) pyproject.toml
 install: $(STAMP)
 
 course: install
-	$(VENV)/bin/jupyter lab notebooks/ $(if $(NOBROWSER),--no-browser,)
+	$(VENV)/bin/jupyter lab notebooks/ $(if $(NOBROWSER),--no-browser,) $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 unit: install
 	MINIGEN_PROFILE=ci $(PY) -m pytest tests/
