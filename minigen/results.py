@@ -32,8 +32,18 @@ def machine() -> str:
     """A short description of this machine: the GPU's name, or the CPU and its core count."""
     if torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
-    cpu = platform.processor() or platform.machine()
-    return f"CPU {cpu}, {os.cpu_count()} cores, torch {torch.__version__}"
+    return f"CPU {cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}"
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def record(notebook: str, metric: str, value: float, *, baseline: float | None = None,
