@@ -47,9 +47,11 @@ def cpu_name() -> str:
 
 
 def record(notebook: str, metric: str, value: float, *, baseline: float | None = None,
-           baseline_label: str = "", unit: str = "", path: Path | None = None) -> dict:
-    """Store one measured figure for the active profile and re-render docs/results.md."""
-    name = profiles.current().name
+           baseline_label: str = "", unit: str = "", path: Path | None = None,
+           profile: str | None = None) -> dict:
+    """Store one measured figure for the active profile (or `profile`, for scripts that have no profile,
+    e.g. "full") and re-render docs/results.md."""
+    name = profile or profiles.current().name
     row = {"notebook": notebook, "metric": metric, "profile": name, "value": float(value),
            "baseline": None if baseline is None else float(baseline), "baseline_label": baseline_label,
            "unit": unit, "machine": machine(), "date": time.strftime("%Y-%m-%d")}
