@@ -1,4 +1,4 @@
-"""Test settings: CPU only, the ci profile, deterministic seeds, and Triton's interpreter for kernel tests.
+"""Test settings: CPU only (unless MINIGEN_TEST_GPU=1), the ci profile, deterministic seeds, and Triton's interpreter for kernel tests.
 
 Environment variables are set here, at import, because Triton reads TRITON_INTERPRET when it is first
 imported and minigen reads MINIGEN_PROFILE when a profile is asked for.
@@ -6,9 +6,10 @@ imported and minigen reads MINIGEN_PROFILE when a profile is asked for.
 import os
 
 os.environ.setdefault("MINIGEN_PROFILE", "ci")
-os.environ.setdefault("TRITON_INTERPRET", "1")
 os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "0")  # same rounding in the interpreter and on GPU
-os.environ["CUDA_VISIBLE_DEVICES"] = ""
+if os.environ.get("MINIGEN_TEST_GPU") != "1":  # MINIGEN_TEST_GPU=1 runs the same tests on CUDA, compiled
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

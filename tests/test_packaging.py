@@ -33,6 +33,7 @@ def test_environment_yml_matches_pyproject():
 
 
 @pytest.mark.parametrize("module", ["minigen", "minigen.data", "minigen.train", "minigen.viz", "minigen.profile",
-                                    "minigen.checkpoints", "minigen.results"])
+                                    "minigen.checkpoints", "minigen.results", "minigen.kernels",
+                                    "minigen.bench", "minigen.exercises.kernels"])
 def test_module_imports_alone(module):
     subprocess.run([sys.executable, "-c", f"import {module}"], check=True, cwd=ROOT)

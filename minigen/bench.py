@@ -1,0 +1,241 @@
+"""Kernel benchmarks: `python -m minigen.bench {attention,norm,all}` (DESIGN section 5).
+
+One table per kernel, every contender measured in the same run on the same tensors, so ratios are fair:
+    attention   minigen's Triton kernel vs PyTorch SDPA's default choice and each SDPA backend (flash, efficient,
+                cudnn, math), in TFLOP/s (formula: `minigen.kernels.attention_flops`), forward and forward+backward
+    norms       minigen's fused kernels vs eager PyTorch and `torch.compile` of the same reference, in GB/s of the
+                bytes the op must move at least, beside the bandwidth of a plain copy (the roof for these ops)
+On a machine without CUDA only the PyTorch references run (on the course's own small sizes), and the output says so:
+the Triton numbers need a GPU. Times are medians (triton.testing.do_bench on a GPU).
+"""
+import argparse
+import statistics
+import time
+from contextlib import nullcontext
+
+import torch
+
+from minigen.kernels import _dispatch
+from minigen.kernels.attention import attention, attention_flops, attention_reference
+from minigen.kernels.norm import (groupnorm_silu, groupnorm_silu_reference, layernorm_modulate,
+                                  layernorm_modulate_reference)
+
+# (label, B, H, N, D). DiT-XL/2: 1152 wide, 16 heads of 72; 256 px -> 32x32 latent, patch 2 -> 256 tokens,
+# 512 px -> 1024 tokens. The course's DiT: 28 px digits, patch 2 -> 196 tokens, 6 heads of 64. Video: 8 frames of
+# 7x7 tokens attended jointly.
+ATTENTION_SHAPES = [
+    ("DiT-XL/2 256px", 32, 16, 256, 72),
+    ("DiT-XL/2 512px", 16, 16, 1024, 64),
+    ("long N4096 d64", 4, 16, 4096, 64),
+    ("long N4096 d128", 4, 16, 4096, 128),
+    ("course DiT 28px/2", 64, 6, 196, 64),
+    ("course video 8x7x7", 32, 4, 392, 32),
+]
+# (label, B, N, C) for LayerNorm + modulate
+LAYERNORM_SHAPES = [
+    ("DiT-XL/2 256px", 32, 256, 1152),
+    ("DiT-XL/2 512px", 16, 1024, 1152),
+    ("course DiT 28px/2", 64, 196, 384),
+]
+# (label, B, C, H, W, groups) for GroupNorm + SiLU
+GROUPNORM_SHAPES = [
+    ("U-Net 64x64 C256", 16, 256, 64, 64, 32),
+    ("U-Net 32x32 C512", 32, 512, 32, 32, 32),
+    ("course U-Net 28px C64", 128, 64, 28, 28, 32),
+]
+# without a GPU: the course's sizes at a smaller batch, so the table takes seconds
+CPU_SHAPES = {"attention": [("course DiT 28px/2", 2, 6, 196, 64), ("course video 8x7x7", 1, 4, 392, 32)],
+              "layernorm": [("course DiT 28px/2", 4, 196, 384)],
+              "groupnorm": [("course U-Net 28px C64", 4, 64, 28, 28, 32)]}
+SDPA_BACKENDS = ("flash", "efficient", "cudnn", "math")
+
+
+def median_ms(fn, device, grad_to_none=None, reps=3):
+    """Median wall time of fn() in milliseconds (triton's do_bench on a GPU: it flushes L2 and syncs)."""
+    if device.type == "cuda":
+        if _dispatch.triton is not None:
+            return _dispatch.triton.testing.do_bench(fn, warmup=25, rep=100, grad_to_none=grad_to_none,
+                                                     return_mode="median")
+        fn()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        times = []
+        for _ in range(20):
+            start.record()
+            fn()
+            end.record()
+            torch.cuda.synchronize()
+            times.append(start.elapsed_time(end))
+        return statistics.median(times)
+    fn()  # warm-up
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def _sdpa_context(name):
+    """A context that restricts SDPA to one backend, or nothing for the default choice."""
+    if name == "default":
+        return nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    pick = {"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
+            "cudnn": SDPBackend.CUDNN_ATTENTION, "math": SDPBackend.MATH}[name]
+    return sdpa_kernel([pick])
+
+
+def _attention_contenders(device):
+    """name -> attention function; on the CPU only the reference."""
+    if device.type != "cuda":
+        return {"reference": attention_reference}
+    contenders = {}
+    if _dispatch.triton_can_run(device)[0]:
+        contenders["minigen"] = lambda q, k, v: attention(q, k, v, backend="triton")
+    for name in ("default",) + SDPA_BACKENDS:
+        def sdpa(q, k, v, name=name):
+            with _sdpa_context(name):
+                return torch.nn.functional.scaled_dot_product_attention(q, k, v)
+        contenders[f"sdpa-{name}" if name != "default" else "sdpa"] = sdpa
+    return contenders
+
+
+def _time_or_none(fn, device, grad_to_none=None, name=""):
+    """Time fn, or None (printed as '-') with the reason on one line when it fails: an SDPA backend that does not
+    take this shape or dtype, or a kernel that does not compile here; the rest of the table still gets measured."""
+    try:
+        return median_ms(fn, device, grad_to_none)
+    except Exception as error:  # noqa: BLE001 (a benchmark reports failures, it does not stop at them)
+        print(f"  {name}: {type(error).__name__}: {str(error).splitlines()[0][:150] if str(error) else ''}")
+        return None
+
+
+def bench_attention(device, dtype):
+    rows = []
+    shapes = ATTENTION_SHAPES if device.type == "cuda" else CPU_SHAPES["attention"]
+    for label, B, H, N, D in shapes:
+        q, k, v = (torch.randn(B, H, N, D, device=device, dtype=dtype, requires_grad=True) for _ in range(3))
+        do = torch.randn_like(q)
+        for name, fn in _attention_contenders(device).items():
+            fwd = _time_or_none(lambda: fn(q, k, v), device, name=f"{name} fwd {label}")
+            both = _time_or_none(lambda: fn(q, k, v).backward(do), device, [q, k, v], f"{name} fwd+bwd {label}")
+            for mode, ms in (("fwd", fwd), ("fwd+bwd", both)):
+                flops = attention_flops(B, H, N, N, D, backward=mode == "fwd+bwd")
+                rows.append(dict(kernel="attention", shape=f"{label} B{B} H{H} N{N} D{D}", mode=mode, contender=name,
+                                 ms=ms, value=None if ms is None else flops / (ms * 1e-3) / 1e12))
+    return rows
+
+
+def _norm_contenders(device, reference, kernel, compile_):
+    contenders = {}
+    if device.type == "cuda" and _dispatch.triton_can_run(device)[0]:
+        contenders["minigen"] = kernel
+    contenders["eager"] = reference
+    if device.type == "cuda" and compile_:
+        contenders["compile"] = torch.compile(reference, dynamic=False)
+    return contenders
+
+
+def _bench_norm(device, label, x, args, reference, kernel, compile_, extra_bytes):
+    rows = []
+    dy = torch.randn_like(x)
+    x_bytes = x.numel() * x.element_size()
+    dst = torch.empty_like(x, requires_grad=False)
+    copy_ms = median_ms(lambda: dst.copy_(x.detach()), device)
+    copy_gbs = 2 * x_bytes / (copy_ms * 1e-3) / 1e9  # read + write
+    for name, fn in _norm_contenders(device, reference, kernel, compile_).items():
+        fwd = _time_or_none(lambda: fn(x, *args), device, name=f"{name} fwd {label}")
+        both = _time_or_none(lambda: fn(x, *args).backward(dy), device, [x], f"{name} fwd+bwd {label}")
+        # bytes at least: forward reads x, writes y; backward reads x and dy, writes dx (+ the small vectors)
+        for mode, ms, n in (("fwd", fwd, 2), ("fwd+bwd", both, 5)):
+            gbs = None if ms is None else (n * x_bytes + extra_bytes) / (ms * 1e-3) / 1e9
+            rows.append(dict(kernel=reference.__name__.replace("_reference", ""), shape=label, mode=mode,
+                             contender=name, ms=ms, value=gbs, roof=copy_gbs))
+    return rows
+
+
+def bench_norm(device, dtype, compile_=True):
+    rows = []
+    ln_shapes = LAYERNORM_SHAPES if device.type == "cuda" else CPU_SHAPES["layernorm"]
+    for label, B, N, C in ln_shapes:
+        x = torch.randn(B, N, C, device=device, dtype=dtype, requires_grad=True)
+        shift, scale = (torch.randn(B, C, device=device, dtype=dtype) for _ in range(2))
+        kernel = lambda x, s, t: layernorm_modulate(x, s, t, backend="triton")  # noqa: E731
+        rows += _bench_norm(device, f"{label} B{B} N{N} C{C}", x, (shift, scale),
+                            layernorm_modulate_reference, kernel, compile_, 2 * shift.numel() * shift.element_size())
+    gn_shapes = GROUPNORM_SHAPES if device.type == "cuda" else CPU_SHAPES["groupnorm"]
+    for label, B, C, H, W, G in gn_shapes:
+        x = torch.randn(B, C, H, W, device=device, dtype=dtype, requires_grad=True)
+        w, b = torch.randn(C, device=device, dtype=dtype), torch.randn(C, device=device, dtype=dtype)
+        kernel = lambda x, g, w, b: groupnorm_silu(x, g, w, b, backend="triton")  # noqa: E731
+        rows += _bench_norm(device, f"{label} B{B} G{G}", x, (G, w, b), groupnorm_silu_reference,
+                            kernel, compile_, 2 * w.numel() * w.element_size())
+    return rows
+
+
+def format_table(rows, unit):
+    """Rows -> text: one line per (shape, pass), one column per contender, then minigen's ratio to the baseline."""
+    contenders = list(dict.fromkeys(r["contender"] for r in rows))
+    baseline = "sdpa" if "sdpa" in contenders else "eager"
+    has_roof = any("roof" in r for r in rows)
+    head = f"{'shape':<40}{'pass':<9}" + "".join(f"{c:>12}" for c in contenders)
+    head += f"{'copy':>10}" if has_roof else ""
+    head += f"{'minigen/' + baseline:>16}" if "minigen" in contenders else ""
+    lines = [head, "-" * len(head)]
+    for key in dict.fromkeys((r["shape"], r["mode"]) for r in rows):
+        got = {r["contender"]: r for r in rows if (r["shape"], r["mode"]) == key}
+        cell = lambda c: "-" if c not in got or got[c]["value"] is None else f"{got[c]['value']:.3g}"  # noqa: E731
+        line = f"{key[0]:<40}{key[1]:<9}" + "".join(f"{cell(c):>12}" for c in contenders)
+        if has_roof:
+            line += f"{next(iter(got.values()))['roof']:>10.3g}"
+        if "minigen" in contenders:
+            ours, base = got.get("minigen", {}).get("value"), got.get(baseline, {}).get("value")
+            line += f"{(f'{ours / base:.2f}x' if ours and base else '-'):>16}"
+        lines.append(line)
+    return f"({unit})\n" + "\n".join(lines)
+
+
+def device_label(device):
+    triton_version = getattr(_dispatch.triton, "__version__", "not installed")
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    return f"{name}, torch {torch.__version__}, triton {triton_version}"
+
+
+def run(which="all", *, device=None, dtype=None, compile=True):
+    """Measure and print the tables; returns the rows (dicts) for further use."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    print(f"minigen.bench on {device_label(device)}, {str(dtype).replace('torch.', '')}")
+    if device.type != "cuda":
+        print("No CUDA device: only the PyTorch references run, on the course's small sizes "
+              "(the Triton kernels and the SDPA backends are measured on a GPU).")
+    elif not _dispatch.triton_can_run(device)[0]:
+        print(f"The Triton kernels cannot run here ({_dispatch.triton_can_run(device)[1]}): PyTorch only.")
+    rows = []
+    if which in ("attention", "all"):
+        att = bench_attention(device, dtype)
+        print("\nattention " + format_table(att, "TFLOP/s = attention_flops / time: 4*B*H*N*N*D forward, 3.5x that "
+                                            "forward+backward"))
+        rows += att
+    if which in ("norm", "all"):
+        norm = bench_norm(device, dtype, compile_=compile)
+        for kernel in dict.fromkeys(r["kernel"] for r in norm):
+            print(f"\n{kernel} " + format_table([r for r in norm if r["kernel"] == kernel],
+                                                 "GB/s = bytes moved at least / time; forward reads x and writes y, "
+                                                 "backward also reads dy and writes dx; 'copy' = GB/s of copying x into a preallocated tensor"))
+        rows += norm
+    return rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m minigen.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("which", nargs="?", default="all", choices=("attention", "norm", "all"))
+    parser.add_argument("--dtype", default=None, choices=("bf16", "fp16", "fp32"), help="default: bf16 on a GPU")
+    parser.add_argument("--no-compile", action="store_true", help="skip torch.compile (its compile time is long)")
+    args = parser.parse_args(argv)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32, None: None}[args.dtype]
+    run(args.which, dtype=dtype, compile=not args.no_compile)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""Checkers for notebook 07 (kernels: flash attention and fused norms).
+
+    check_merge_partials(my_merge_partials)      merge two key blocks' online-softmax states (split-K attention)
+    check_modulate_traffic(my_modulate_traffic)  bytes moved by adaLN's LN * (1 + scale) + shift, eager vs fused
+
+Each runs your function on fixed cases, prints "correct" or raises AssertionError with a hint.
+"""
+import torch
+
+from ._check import assert_close
+
+
+def _partial(q, k, v, scale):
+    """Attention of q over one block of keys as online-softmax state (m, l, acc): the row max of the scores, the
+    sum of exp(score - m), and the un-normalised sum of exp(score - m) * v."""
+    s = q @ k.T * scale  # (N, D) @ (D, M) -> (N, M)
+    m = s.max(dim=-1).values  # (N,)
+    p = torch.exp(s - m[:, None])  # (N, M)
+    return m, p.sum(dim=-1), p @ v  # (N,), (N,), (N, D)
+
+
+def check_merge_partials(fn) -> None:
+    """fn(m_a, l_a, acc_a, m_b, l_b, acc_b) -> (m, l, acc): the state of both key blocks together, so that acc / l
+    is attention over all keys. One block's scores are far larger than the other's, so forgetting to rescale
+    to the common max shows."""
+    g = torch.Generator().manual_seed(0)
+    q, k, v = torch.randn(5, 8, generator=g), torch.randn(12, 8, generator=g), torch.randn(12, 8, generator=g)
+    k[7:] += 3.0 * q.mean(0)  # (the second block's keys align with the queries: larger scores)
+    scale = 8 ** -0.5
+    got = fn(*_partial(q, k[:7], v[:7], scale), *_partial(q, k[7:], v[7:], scale))
+    if not (isinstance(got, tuple) and len(got) == 3):
+        raise AssertionError("return the triple (m, l, acc)")
+    want = _partial(q, k, v, scale)
+    assert_close("m", got[0], want[0], hint="m is the larger of the two running maxima, per row")
+    assert_close("l", got[1], want[1], hint="rescale each block's sum by exp(m_block - m) before adding")
+    assert_close("acc", got[2], want[2], hint="rescale each block's acc like its l, row by row, then add")
+    assert_close("acc / l (attention over all keys)", got[2] / got[1][:, None],
+                 torch.softmax(q @ k.T * scale, dim=-1) @ v)
+
+
+def check_modulate_traffic(fn) -> None:
+    """fn(B, N, C, bytes_per) -> (eager, fused): bytes of HBM traffic for y = LN(x) * (1 + scale) + shift on x of
+    shape (B, N, C), counting full-size tensors only (the (B, C) vectors are tiny). Eager PyTorch runs layer_norm,
+    a multiply and an add, each reading its input and writing its output; the fused kernel reads x and writes y."""
+    for B, N, C, bytes_per in ((32, 256, 1152, 2), (64, 196, 384, 4), (1, 1, 1, 2)):
+        got = fn(B, N, C, bytes_per)
+        want = (6 * B * N * C * bytes_per, 2 * B * N * C * bytes_per)
+        if tuple(got) != want:
+            raise AssertionError(f"B={B} N={N} C={C} bytes_per={bytes_per}: got {tuple(got)}, expected {want}. Each "
+                                 f"of the three eager ops reads one full tensor and writes one")
+    print("modulate traffic: correct")

@@ -1,0 +1,21 @@
+"""Triton kernels for the course's models, each beside the plain PyTorch version it must match (DESIGN section 5).
+
+    attention(q, k, v, *, causal=False, key_padding_mask=None, scale=None, backend=None)     q, k, v (B, H, N, D)
+    layernorm_modulate(x, shift, scale, *, eps=1e-6, backend=None)                           x (B, N, C), (B, C)
+    gated_residual(x, y, gate, *, backend=None)                                              x, y (B, N, C), (B, C)
+    groupnorm_silu(x, num_groups, weight, bias, *, eps=1e-5, backend=None)                   x (B, C, H, W)
+
+and `<name>_reference` for each, with the same signature. Every function picks its backend per call: Triton for
+CUDA tensors on compute capability >= 8.0, PyTorch SDPA for attention on older GPUs (Colab's T4) or without
+Triton, the reference on the CPU; `backend=` or `MINIGEN_KERNELS=reference|sdpa|triton` override the choice
+(Triton on CPU tensors runs in Triton's interpreter, which needs TRITON_INTERPRET=1 before triton is imported).
+Triton is optional: without it this package imports and everything runs on the references.
+"""
+from ._dispatch import triton_can_run
+from .attention import attention, attention_flops, attention_reference
+from .norm import (gated_residual, gated_residual_reference, groupnorm_silu, groupnorm_silu_reference,
+                   layernorm_modulate, layernorm_modulate_reference)
+
+__all__ = ["attention", "attention_reference", "attention_flops", "layernorm_modulate",
+           "layernorm_modulate_reference", "gated_residual", "gated_residual_reference", "groupnorm_silu",
+           "groupnorm_silu_reference", "triton_can_run"]

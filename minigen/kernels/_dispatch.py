@@ -1,0 +1,109 @@
+"""Shared helpers for the kernel dispatchers: is Triton here, which backend runs, and clear argument errors.
+
+Backends:
+    "triton"     the Triton kernels in this package (CUDA tensors on compute capability >= 8.0, or CPU tensors
+                 under the Triton interpreter, `TRITON_INTERPRET=1` set before `triton` is first imported)
+    "sdpa"       PyTorch's `scaled_dot_product_attention` (attention only): the fast fallback on CUDA when Triton
+                 is missing or the GPU is older than compute capability 8.0 (e.g. Colab's T4, 7.5)
+    "reference"  the readable PyTorch version beside each kernel
+
+Choice, first match wins: the call's `backend=` argument; the `MINIGEN_KERNELS` environment variable;
+Triton for CUDA tensors where it can run; the fallback ("sdpa" for attention on CUDA) or the reference.
+"""
+import functools
+import os
+import warnings
+
+import torch
+
+try:  # Triton is optional: without it every kernel runs on its PyTorch reference
+    import triton
+    import triton.language as tl
+    TRITON_MISSING_REASON = None
+except Exception as error:  # ImportError, or a broken install that fails while importing
+    triton = tl = None
+    TRITON_MISSING_REASON = f"{type(error).__name__}: {error}"
+
+BACKENDS = ("triton", "sdpa", "reference")
+MIN_CAPABILITY = (8, 0)  # Ampere: the kernels use bf16 and the async copies that tl.dot pipelines rely on
+
+
+def interpreting() -> bool:
+    """True when Triton runs kernels in its CPU interpreter (TRITON_INTERPRET=1 when triton was imported)."""
+    return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
+
+
+@functools.lru_cache(maxsize=None)
+def say_once(message: str) -> None:
+    """Warn with `message` the first time it is asked for, and stay quiet after (cached per message)."""
+    warnings.warn(message, stacklevel=3)
+
+
+def triton_can_run(device: torch.device) -> tuple[bool, str]:
+    """Whether the Triton kernels can run on tensors on `device`, and if not, why (one sentence)."""
+    if triton is None:
+        return False, f"Triton is not installed ({TRITON_MISSING_REASON})"
+    if device.type == "cuda":
+        capability = torch.cuda.get_device_capability(device)
+        if capability < MIN_CAPABILITY:
+            name = torch.cuda.get_device_name(device)
+            return False, f"{name} has compute capability {capability[0]}.{capability[1]} < 8.0"
+        return True, ""
+    if device.type == "cpu" and interpreting():
+        return True, ""
+    return False, (f"Triton kernels need a CUDA tensor, or a CPU tensor with TRITON_INTERPRET=1 set before "
+                   f"triton is imported (got a {device.type} tensor)")
+
+
+def choose_backend(op: str, backend: str | None, device: torch.device, fallback: str = "reference") -> str:
+    """The backend that runs `op` on `device` (see the module docstring for the order of choice)."""
+    allowed = BACKENDS if fallback == "sdpa" else ("triton", "reference")
+    if backend is not None and backend not in allowed:
+        raise ValueError(f"{op}: backend={backend!r} is not a backend for it; choose one of {', '.join(allowed)}")
+    asked = backend or os.environ.get("MINIGEN_KERNELS", "").strip().lower() or None
+    if asked is not None:
+        if asked not in BACKENDS:
+            raise ValueError(f"MINIGEN_KERNELS={asked!r} is not a backend; choose one of {', '.join(BACKENDS)}")
+        if asked not in allowed:  # MINIGEN_KERNELS=sdpa: ops without an SDPA version use their reference
+            return fallback
+        if asked == "triton":
+            ok, why = triton_can_run(device)
+            if not ok:
+                raise RuntimeError(f"{op}: the Triton backend was asked for but cannot run: {why}")
+        return asked
+    if device.type != "cuda":
+        return "reference"
+    ok, why = triton_can_run(device)
+    if ok:
+        return "triton"
+    say_once(f"minigen.kernels: {why}; {op} uses {'PyTorch SDPA' if fallback == 'sdpa' else 'the PyTorch reference'}")
+    return fallback
+
+
+def check_tensor(op: str, name: str, t, *, ndim: int | None = None, shape: tuple | None = None,
+                 like: torch.Tensor | None = None, floating: bool = True) -> None:
+    """Raise a clear error naming argument `name` of `op` when it has the wrong type, rank, shape, dtype or device.
+
+    `shape` may hold None for a free size; `like` asks for the same dtype and device as that tensor.
+    """
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
+    if ndim is not None and t.dim() != ndim:
+        raise ValueError(f"{op}: {name} must have {ndim} dimensions, got shape {tuple(t.shape)}")
+    if shape is not None and (len(shape) != t.dim() or any(s is not None and s != n for s, n in zip(shape, t.shape))):
+        want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
+        raise ValueError(f"{op}: {name} must have shape {want}, got {tuple(t.shape)}")
+    if floating and not t.is_floating_point():
+        raise TypeError(f"{op}: {name} must be a floating-point tensor, got {t.dtype}")
+    if like is not None and t.dtype != like.dtype:
+        raise TypeError(f"{op}: {name} has dtype {t.dtype} but the input has {like.dtype}; cast it first")
+    if like is not None and t.device != like.device:
+        raise ValueError(f"{op}: {name} is on {t.device} but the input is on {like.device}")
+
+
+def check_kernel_dtype(op: str, name: str, t: torch.Tensor) -> None:
+    """The Triton kernels take fp16, bf16 and fp32 (bf16 only on a GPU: the interpreter has no bf16)."""
+    if t.dtype not in (torch.float16, torch.bfloat16, torch.float32):
+        raise TypeError(f"{op}: {name} has dtype {t.dtype}; the Triton kernel takes float16, bfloat16 or float32")
+    if t.dtype == torch.bfloat16 and t.device.type == "cpu":
+        raise TypeError(f"{op}: {name} is bfloat16 on the CPU; the Triton interpreter has no bf16 (use a GPU)")

@@ -1,0 +1,467 @@
+"""Attention, FlashAttention-2 style: never build the N x N score matrix in GPU memory.
+
+Dao et al., "FlashAttention" (arXiv 2205.14135) and "FlashAttention-2" (arXiv 2307.08691). The forward walks over
+tiles of keys with an online softmax (a running max m and running sum l per query row) and saves only the
+log-sum-exp per row; the backward recomputes the probabilities tile by tile from it.
+
+Public API (the models call it through `minigen.nn`):
+
+    attention(q, k, v, *, causal=False, key_padding_mask=None, scale=None, backend=None) -> (B, H, N, D)
+    attention_reference(q, k, v, *, causal=False, key_padding_mask=None, scale=None, backend=None)
+
+    q                  (B, H, N, D)    any strides; D (head dim) 16..128 for the Triton kernel, any value for the others
+    k, v               (B, H, M, D)    M keys (M may differ from N)
+    causal             query n sees keys m <= n (top-left aligned, as `torch.nn.functional.scaled_dot_product_attention`)
+    key_padding_mask   (B, M) bool, True = keep this key; a query row with no key left returns zeros
+    scale              multiplies q.k; default 1/sqrt(D)
+    backend            None (choose), "triton", "sdpa" or "reference"; see `minigen.kernels._dispatch`
+
+Order of this file (DESIGN section 5): the reference; the Triton kernels (forward, backward preprocessing,
+dK/dV pass, dQ pass); the host functions; the autograd.Function; the dispatcher.
+"""
+import torch
+import torch.nn.functional as F
+
+from ._dispatch import check_kernel_dtype, check_tensor, choose_backend, interpreting, say_once, triton, tl
+
+LOG2E = 1.4426950408889634  # exp(x) = exp2(x * log2 e): the kernels use exp2, which the GPU's SFU computes directly
+MAX_TRITON_HEAD_DIM = 128
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 1. Reference: the whole score matrix, in plain PyTorch
+
+
+def _keep_mask(q, k, causal, key_padding_mask):
+    """Which (query, key) pairs take part, broadcastable to (B, H, N, M); None when all do."""
+    keep = None
+    if key_padding_mask is not None:
+        keep = key_padding_mask[:, None, None, :]  # (B, 1, 1, M)
+    if causal:
+        n, m = q.shape[-2], k.shape[-2]
+        lower = torch.ones(n, m, dtype=torch.bool, device=q.device).tril()  # (N, M): key m <= query n
+        keep = lower if keep is None else keep & lower  # (B, 1, N, M)
+    return keep
+
+
+def attention_reference(q, k, v, *, causal=False, key_padding_mask=None, scale=None, backend=None):
+    """softmax(q k^T * scale) v with the full (B, H, N, M) score matrix. Matmuls run in q's dtype, softmax in fp32.
+
+    `backend` is accepted and ignored so the signature matches `attention`.
+    """
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    s = torch.matmul(q, k.transpose(-2, -1)) * scale  # (B, H, N, D) @ (B, H, D, M) -> (B, H, N, M)
+    keep = _keep_mask(q, k, causal, key_padding_mask)
+    if keep is not None:
+        s = s.masked_fill(~keep, float("-inf"))
+    p = torch.softmax(s.float(), dim=-1).nan_to_num(0.0).to(q.dtype)  # (B, H, N, M); all-masked rows -> 0
+    return torch.matmul(p, v)  # (B, H, N, M) @ (B, H, M, D) -> (B, H, N, D)
+
+
+def _attention_sdpa(q, k, v, causal, key_padding_mask, scale):
+    """PyTorch's fused attention: the fallback on GPUs the Triton kernel does not serve."""
+    if key_padding_mask is None:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale)
+    keep = _keep_mask(q, k, causal, key_padding_mask)  # SDPA takes a bool mask with True = take part
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=keep, scale=scale)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 2. Triton kernels (defined only when triton imports)
+
+if triton is not None:
+
+    def _configs(pairs, interpreter_pair=(64, 64)):
+        """Autotuning candidates as (BLOCK_M, BLOCK_N, num_warps, num_stages); the interpreter gets one small
+        config (it runs programs one by one in NumPy, so tuning would only cost time)."""
+        if interpreting():
+            return [triton.Config({"BLOCK_M": interpreter_pair[0], "BLOCK_N": interpreter_pair[1]},
+                                  num_warps=4, num_stages=1)]
+        return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s) for bm, bn, w, s in pairs]
+
+    # H100: 128-query tiles with 64-key tiles and 3-4 stages keep the tensor cores fed at D = 64..128;
+    # a configuration that does not fit shared memory is skipped by the autotuner.
+    _FWD_CONFIGS = _configs([(128, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3), (128, 32, 4, 4), (64, 64, 4, 4)])
+    _DKDV_CONFIGS = _configs([(32, 128, 8, 3), (64, 128, 8, 3), (32, 64, 4, 3), (64, 64, 4, 3)])
+    _DQ_CONFIGS = _configs([(128, 32, 8, 3), (128, 64, 8, 3), (64, 32, 4, 3), (64, 64, 4, 3)])
+    _KEY = ["N_Q", "N_K", "HEAD_DIM", "CAUSAL", "HAS_MASK"]
+
+    @triton.jit
+    def _keep(rows, cols, N_Q, key_ok, CAUSAL: tl.constexpr):
+        """Which (query, key) pairs of a tile take part: the query exists, the key exists and is not padding, and
+        (causal) the key is not after the query. `rows`, `cols` and `key_ok` come already broadcastable: as
+        rows[:, None], cols[None, :] for a (queries, keys) tile, the other way round for its transpose."""
+        keep = (rows < N_Q) & key_ok
+        if CAUSAL:
+            keep = keep & (rows >= cols)
+        return keep
+
+    @triton.jit
+    def _key_ok(mask_ptr, mask_b_stride, mask_n_stride, b, cols, N_K, HAS_MASK: tl.constexpr):
+        """Which keys of a tile exist and are not padding: (BLOCK_N,) bool."""
+        ok = cols < N_K
+        if HAS_MASK:
+            pad = tl.load(mask_ptr + b * mask_b_stride + cols * mask_n_stride, mask=ok, other=0)
+            ok = ok & (pad != 0)
+        return ok
+
+    @triton.autotune(configs=_FWD_CONFIGS, key=_KEY)
+    @triton.jit
+    def _attn_fwd_kernel(q_ptr, k_ptr, v_ptr, o_ptr, lse_ptr, mask_ptr,
+                         q_b_stride, q_h_stride, q_n_stride, q_d_stride,
+                         k_b_stride, k_h_stride, k_n_stride, k_d_stride,
+                         v_b_stride, v_h_stride, v_n_stride, v_d_stride,
+                         o_b_stride, o_h_stride, o_n_stride, o_d_stride,
+                         mask_b_stride, mask_n_stride,
+                         H, N_Q, N_K, qk_scale,
+                         HEAD_DIM: tl.constexpr, BLOCK_D0: tl.constexpr, BLOCK_D1: tl.constexpr,
+                         SPLIT_D: tl.constexpr, CAUSAL: tl.constexpr, HAS_MASK: tl.constexpr,
+                         PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+        """One program: BLOCK_M queries of one (batch, head), all keys in tiles of BLOCK_N, online softmax.
+
+        The head dim is covered by one power-of-two chunk of BLOCK_D0 (zero-padded past HEAD_DIM) or, with SPLIT_D,
+        by two: d = 72 as 64 + 16 rather than 128, which saves 3/8 of the tensor-core work at DiT-XL's head dim."""
+        start_m = tl.program_id(0) * BLOCK_M
+        bh = tl.program_id(1)
+        b = (bh // H).to(tl.int64)  # 64-bit offsets: B*H*N*D may pass 2**31
+        h = (bh % H).to(tl.int64)
+        rows = start_m + tl.arange(0, BLOCK_M)
+        row_ok = rows[:, None] < N_Q
+        offs_n = tl.arange(0, BLOCK_N)
+        d0 = tl.arange(0, BLOCK_D0)
+        q_rows = q_ptr + b * q_b_stride + h * q_h_stride + rows[:, None] * q_n_stride
+        q0 = tl.load(q_rows + d0[None, :] * q_d_stride, mask=row_ok & (d0 < HEAD_DIM)[None, :], other=0.0)
+        acc0 = tl.zeros([BLOCK_M, BLOCK_D0], tl.float32)  # running sum of exp2(score - m_i) * v, first chunk
+        if SPLIT_D:
+            d1 = BLOCK_D0 + tl.arange(0, BLOCK_D1)
+            q1 = tl.load(q_rows + d1[None, :] * q_d_stride, mask=row_ok & (d1 < HEAD_DIM)[None, :], other=0.0)
+            acc1 = tl.zeros([BLOCK_M, BLOCK_D1], tl.float32)
+        k_base = k_ptr + b * k_b_stride + h * k_h_stride
+        v_base = v_ptr + b * v_b_stride + h * v_h_stride
+
+        m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)  # running max of the scores, log2 units
+        l_i = tl.zeros([BLOCK_M], tl.float32)  # running sum of exp2(score - m_i)
+
+        hi = N_K
+        if CAUSAL:
+            hi = tl.minimum(N_K, start_m + BLOCK_M)  # key tiles past the diagonal contribute nothing
+        for start_n in range(0, hi, BLOCK_N):
+            cols = start_n + offs_n
+            key_ok = _key_ok(mask_ptr, mask_b_stride, mask_n_stride, b, cols, N_K, HAS_MASK)
+            kt0 = tl.load(k_base + cols[None, :] * k_n_stride + d0[:, None] * k_d_stride,
+                          mask=(cols[None, :] < N_K) & (d0 < HEAD_DIM)[:, None], other=0.0)  # (BLOCK_D0, BLOCK_N)
+            s = tl.dot(q0, kt0, input_precision=PRECISION)  # (BLOCK_M, BLOCK_N) = q.k, unscaled
+            if SPLIT_D:
+                kt1 = tl.load(k_base + cols[None, :] * k_n_stride + d1[:, None] * k_d_stride,
+                              mask=(cols[None, :] < N_K) & (d1 < HEAD_DIM)[:, None], other=0.0)
+                s = tl.dot(q1, kt1, acc=s, input_precision=PRECISION)
+            s = tl.where(_keep(rows[:, None], cols[None, :], N_Q, key_ok[None, :], CAUSAL), s, float("-inf"))
+
+            m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale)  # in log2 units: q.k * scale * log2 e
+            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with no key yet: avoid -inf - -inf
+            alpha = tl.exp2(m_i - m_safe)  # rescales what was summed under the old max
+            p = tl.exp2(s * qk_scale - m_safe[:, None])  # (BLOCK_M, BLOCK_N); scale and shift in one FMA
+            l_i = l_i * alpha + tl.sum(p, 1)
+            v0 = tl.load(v_base + cols[:, None] * v_n_stride + d0[None, :] * v_d_stride,
+                         mask=(cols[:, None] < N_K) & (d0 < HEAD_DIM)[None, :], other=0.0)  # (BLOCK_N, BLOCK_D0)
+            acc0 = acc0 * alpha[:, None] + tl.dot(p.to(v0.dtype), v0, input_precision=PRECISION)
+            if SPLIT_D:
+                v1 = tl.load(v_base + cols[:, None] * v_n_stride + d1[None, :] * v_d_stride,
+                             mask=(cols[:, None] < N_K) & (d1 < HEAD_DIM)[None, :], other=0.0)
+                acc1 = acc1 * alpha[:, None] + tl.dot(p.to(v1.dtype), v1, input_precision=PRECISION)
+            m_i = m_new
+
+        has_key = l_i > 0.0
+        inv_l = 1.0 / tl.where(has_key, l_i, 1.0)  # rows that saw no key stay 0
+        o_rows = o_ptr + b * o_b_stride + h * o_h_stride + rows[:, None] * o_n_stride
+        tl.store(o_rows + d0[None, :] * o_d_stride, (acc0 * inv_l[:, None]).to(o_ptr.dtype.element_ty),
+                 mask=row_ok & (d0 < HEAD_DIM)[None, :])
+        if SPLIT_D:
+            tl.store(o_rows + d1[None, :] * o_d_stride, (acc1 * inv_l[:, None]).to(o_ptr.dtype.element_ty),
+                     mask=row_ok & (d1 < HEAD_DIM)[None, :])
+        # log-sum-exp in log2 units; +inf for an empty row makes every backward probability exp2(-inf) = 0
+        lse = tl.where(has_key, m_i + tl.log2(tl.where(has_key, l_i, 1.0)), float("inf"))
+        tl.store(lse_ptr + bh.to(tl.int64) * N_Q + rows, lse, mask=rows < N_Q)
+
+    @triton.jit
+    def _attn_bwd_delta_kernel(o_ptr, do_ptr, delta_ptr,
+                               o_b_stride, o_h_stride, o_n_stride, o_d_stride,
+                               do_b_stride, do_h_stride, do_n_stride, do_d_stride,
+                               H, N_Q, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr):
+        """Delta = rowsum(dO * O), (B, H, N) fp32: the term softmax's backward subtracts from every dP."""
+        bh = tl.program_id(1)
+        b = (bh // H).to(tl.int64)
+        h = (bh % H).to(tl.int64)
+        rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+        offs_d = tl.arange(0, BLOCK_D)
+        ok = (rows[:, None] < N_Q) & (offs_d[None, :] < HEAD_DIM)
+        o = tl.load(o_ptr + b * o_b_stride + h * o_h_stride + rows[:, None] * o_n_stride + offs_d[None, :] * o_d_stride,
+                    mask=ok, other=0.0).to(tl.float32)
+        do = tl.load(do_ptr + b * do_b_stride + h * do_h_stride + rows[:, None] * do_n_stride
+                     + offs_d[None, :] * do_d_stride, mask=ok, other=0.0).to(tl.float32)
+        tl.store(delta_ptr + bh.to(tl.int64) * N_Q + rows, tl.sum(o * do, 1), mask=rows < N_Q)
+
+    @triton.autotune(configs=_DKDV_CONFIGS, key=_KEY)
+    @triton.jit
+    def _attn_bwd_dkdv_kernel(q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, delta_ptr, mask_ptr, dk_ptr, dv_ptr,
+                              q_b_stride, q_h_stride, q_n_stride, q_d_stride,
+                              k_b_stride, k_h_stride, k_n_stride, k_d_stride,
+                              v_b_stride, v_h_stride, v_n_stride, v_d_stride,
+                              do_b_stride, do_h_stride, do_n_stride, do_d_stride,
+                              dk_b_stride, dk_h_stride, dk_n_stride, dk_d_stride,
+                              mask_b_stride, mask_n_stride,
+                              H, N_Q, N_K, qk_scale, sm_scale,
+                              HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, CAUSAL: tl.constexpr,
+                              HAS_MASK: tl.constexpr, PRECISION: tl.constexpr,
+                              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+        """One program: BLOCK_N keys of one (batch, head); walks over query tiles, accumulates dK and dV.
+        dK and dV are contiguous tensors of k's shape, so they share `dk_*_stride`."""
+        start_n = tl.program_id(0) * BLOCK_N
+        bh = tl.program_id(1)
+        b = (bh // H).to(tl.int64)
+        h = (bh % H).to(tl.int64)
+        cols = start_n + tl.arange(0, BLOCK_N)
+        offs_m = tl.arange(0, BLOCK_M)
+        offs_d = tl.arange(0, BLOCK_D)
+        d_ok = offs_d < HEAD_DIM
+        kv_ok = (cols[:, None] < N_K) & d_ok[None, :]
+        k = tl.load(k_ptr + b * k_b_stride + h * k_h_stride + cols[:, None] * k_n_stride + offs_d[None, :] * k_d_stride,
+                    mask=kv_ok, other=0.0)  # (BLOCK_N, BLOCK_D)
+        v = tl.load(v_ptr + b * v_b_stride + h * v_h_stride + cols[:, None] * v_n_stride + offs_d[None, :] * v_d_stride,
+                    mask=kv_ok, other=0.0)  # (BLOCK_N, BLOCK_D)
+        key_ok = _key_ok(mask_ptr, mask_b_stride, mask_n_stride, b, cols, N_K, HAS_MASK)
+        q_base = q_ptr + b * q_b_stride + h * q_h_stride
+        do_base = do_ptr + b * do_b_stride + h * do_h_stride
+        row_base = bh.to(tl.int64) * N_Q
+
+        dk = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
+        dv = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
+        lo = 0
+        if CAUSAL:
+            lo = (start_n // BLOCK_M) * BLOCK_M  # queries before this key tile never see it
+        for start_m in range(lo, N_Q, BLOCK_M):
+            rows = start_m + offs_m
+            row_ok = rows < N_Q
+            qt = tl.load(q_base + rows[None, :] * q_n_stride + offs_d[:, None] * q_d_stride,
+                         mask=row_ok[None, :] & d_ok[:, None], other=0.0)  # (BLOCK_D, BLOCK_M)
+            do = tl.load(do_base + rows[:, None] * do_n_stride + offs_d[None, :] * do_d_stride,
+                         mask=row_ok[:, None] & d_ok[None, :], other=0.0)  # (BLOCK_M, BLOCK_D)
+            lse = tl.load(lse_ptr + row_base + rows, mask=row_ok, other=0.0)
+            delta = tl.load(delta_ptr + row_base + rows, mask=row_ok, other=0.0)
+
+            st = tl.dot(k, qt, input_precision=PRECISION) * qk_scale  # (BLOCK_N, BLOCK_M), log2 units
+            keep = _keep(rows[None, :], cols[:, None], N_Q, key_ok[:, None], CAUSAL)  # (BLOCK_N, BLOCK_M)
+            pt = tl.exp2(tl.where(keep, st - lse[None, :], float("-inf")))  # P^T, exactly the forward's P
+            dv += tl.dot(pt.to(do.dtype), do, input_precision=PRECISION)  # dV = P^T dO
+            dpt = tl.dot(v, tl.trans(do), input_precision=PRECISION)  # (BLOCK_N, BLOCK_M) = (dO V^T)^T
+            dst = pt * (dpt - delta[None, :])  # dS = P * (dP - Delta), softmax's backward
+            dk += tl.dot(dst.to(qt.dtype), tl.trans(qt), input_precision=PRECISION)  # dK = dS^T Q
+
+        dk = dk * sm_scale
+        out = b * dk_b_stride + h * dk_h_stride + cols[:, None] * dk_n_stride + offs_d[None, :] * dk_d_stride
+        tl.store(dk_ptr + out, dk.to(dk_ptr.dtype.element_ty), mask=kv_ok)
+        tl.store(dv_ptr + out, dv.to(dv_ptr.dtype.element_ty), mask=kv_ok)
+
+    @triton.autotune(configs=_DQ_CONFIGS, key=_KEY)
+    @triton.jit
+    def _attn_bwd_dq_kernel(q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, delta_ptr, mask_ptr, dq_ptr,
+                            q_b_stride, q_h_stride, q_n_stride, q_d_stride,
+                            k_b_stride, k_h_stride, k_n_stride, k_d_stride,
+                            v_b_stride, v_h_stride, v_n_stride, v_d_stride,
+                            do_b_stride, do_h_stride, do_n_stride, do_d_stride,
+                            dq_b_stride, dq_h_stride, dq_n_stride, dq_d_stride,
+                            mask_b_stride, mask_n_stride,
+                            H, N_Q, N_K, qk_scale, sm_scale,
+                            HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, CAUSAL: tl.constexpr,
+                            HAS_MASK: tl.constexpr, PRECISION: tl.constexpr,
+                            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+        """One program: BLOCK_M queries of one (batch, head); walks over key tiles, accumulates dQ."""
+        start_m = tl.program_id(0) * BLOCK_M
+        bh = tl.program_id(1)
+        b = (bh // H).to(tl.int64)
+        h = (bh % H).to(tl.int64)
+        rows = start_m + tl.arange(0, BLOCK_M)
+        offs_n = tl.arange(0, BLOCK_N)
+        offs_d = tl.arange(0, BLOCK_D)
+        d_ok = offs_d < HEAD_DIM
+        q_ok = (rows[:, None] < N_Q) & d_ok[None, :]
+        q = tl.load(q_ptr + b * q_b_stride + h * q_h_stride + rows[:, None] * q_n_stride + offs_d[None, :] * q_d_stride,
+                    mask=q_ok, other=0.0)  # (BLOCK_M, BLOCK_D)
+        do = tl.load(do_ptr + b * do_b_stride + h * do_h_stride + rows[:, None] * do_n_stride
+                     + offs_d[None, :] * do_d_stride, mask=q_ok, other=0.0)  # (BLOCK_M, BLOCK_D)
+        row_base = bh.to(tl.int64) * N_Q
+        lse = tl.load(lse_ptr + row_base + rows, mask=rows < N_Q, other=0.0)
+        delta = tl.load(delta_ptr + row_base + rows, mask=rows < N_Q, other=0.0)
+        k_base = k_ptr + b * k_b_stride + h * k_h_stride
+        v_base = v_ptr + b * v_b_stride + h * v_h_stride
+
+        dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+        hi = N_K
+        if CAUSAL:
+            hi = tl.minimum(N_K, start_m + BLOCK_M)
+        for start_n in range(0, hi, BLOCK_N):
+            cols = start_n + offs_n
+            key_ok = _key_ok(mask_ptr, mask_b_stride, mask_n_stride, b, cols, N_K, HAS_MASK)
+            kv_ok = (cols[None, :] < N_K) & d_ok[:, None]
+            kt = tl.load(k_base + cols[None, :] * k_n_stride + offs_d[:, None] * k_d_stride,
+                         mask=kv_ok, other=0.0)  # (BLOCK_D, BLOCK_N)
+            vt = tl.load(v_base + cols[None, :] * v_n_stride + offs_d[:, None] * v_d_stride,
+                         mask=kv_ok, other=0.0)  # (BLOCK_D, BLOCK_N)
+            s = tl.dot(q, kt, input_precision=PRECISION) * qk_scale  # (BLOCK_M, BLOCK_N)
+            keep = _keep(rows[:, None], cols[None, :], N_Q, key_ok[None, :], CAUSAL)  # (BLOCK_M, BLOCK_N)
+            p = tl.exp2(tl.where(keep, s - lse[:, None], float("-inf")))
+            dp = tl.dot(do, vt, input_precision=PRECISION)  # (BLOCK_M, BLOCK_N) = dO V^T
+            ds = p * (dp - delta[:, None])
+            dq += tl.dot(ds.to(kt.dtype), tl.trans(kt), input_precision=PRECISION)  # dQ = dS K
+
+        dq = dq * sm_scale
+        tl.store(dq_ptr + b * dq_b_stride + h * dq_h_stride + rows[:, None] * dq_n_stride + offs_d[None, :] * dq_d_stride,
+                 dq.to(dq_ptr.dtype.element_ty), mask=q_ok)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 3. Host functions: allocate, pick compile-time sizes, launch
+
+
+def _block_d(head_dim: int) -> int:
+    return max(16, triton.next_power_of_2(head_dim))  # tl.dot needs >= 16 along the reduced dimension
+
+
+def _split_d(head_dim: int) -> tuple[int, int, bool]:
+    """(BLOCK_D0, BLOCK_D1, SPLIT_D) for the forward: two power-of-two chunks when they pad less than one does,
+    e.g. 72 -> 64 + 16 (not 128), 40 -> 32 + 16 (not 64), 96 -> 64 + 32; powers of two stay whole."""
+    first = 1 << (head_dim.bit_length() - 1)  # largest power of two <= head_dim
+    if first < 32 or first == head_dim:
+        return _block_d(head_dim), 16, False
+    second = _block_d(head_dim - first)
+    if first + second >= _block_d(head_dim):
+        return _block_d(head_dim), 16, False
+    return first, second, True
+
+
+def _precision(dtype: torch.dtype) -> str:
+    # fp32 inputs: exact IEEE products so the CPU interpreter and the GPU agree (tests); fp16/bf16 ignore it
+    return "ieee" if dtype == torch.float32 else "tf32"
+
+
+def _mask_args(mask_u8, q):
+    """Pointer and strides for the key-padding mask; a dummy pointer when there is none."""
+    if mask_u8 is None:
+        return q, 0, 0
+    return mask_u8, mask_u8.stride(0), mask_u8.stride(1)
+
+
+def _flash_forward(q, k, v, causal, mask_u8, scale):
+    B, H, N, D = q.shape
+    M = k.shape[2]
+    o = torch.empty((B, H, N, D), dtype=q.dtype, device=q.device)
+    lse = torch.empty((B, H, N), dtype=torch.float32, device=q.device)
+    mask_arg, mask_b_stride, mask_n_stride = _mask_args(mask_u8, q)
+    block_d0, block_d1, split = _split_d(D)
+    grid = lambda meta: (triton.cdiv(N, meta["BLOCK_M"]), B * H)  # noqa: E731
+    _attn_fwd_kernel[grid](q, k, v, o, lse, mask_arg, *q.stride(), *k.stride(), *v.stride(), *o.stride(),
+                           mask_b_stride, mask_n_stride, H, N, M, scale * LOG2E,
+                           HEAD_DIM=D, BLOCK_D0=block_d0, BLOCK_D1=block_d1, SPLIT_D=split, CAUSAL=causal,
+                           HAS_MASK=mask_u8 is not None, PRECISION=_precision(q.dtype))
+    return o, lse
+
+
+def _flash_backward(do, q, k, v, o, lse, causal, mask_u8, scale):
+    B, H, N, D = q.shape
+    M = k.shape[2]
+    block_d = _block_d(D)
+    delta = torch.empty((B, H, N), dtype=torch.float32, device=q.device)
+    _attn_bwd_delta_kernel[(triton.cdiv(N, 64), B * H)](o, do, delta, *o.stride(), *do.stride(), H, N,
+                                                         HEAD_DIM=D, BLOCK_D=block_d, BLOCK_M=64)
+    dq = torch.empty((B, H, N, D), dtype=q.dtype, device=q.device)
+    dk = torch.empty((B, H, M, D), dtype=k.dtype, device=q.device)
+    dv = torch.empty((B, H, M, D), dtype=v.dtype, device=q.device)
+    mask_arg, mask_b_stride, mask_n_stride = _mask_args(mask_u8, q)
+    common = dict(HEAD_DIM=D, BLOCK_D=block_d, CAUSAL=causal, HAS_MASK=mask_u8 is not None,
+                  PRECISION=_precision(q.dtype))
+    grid_kv = lambda meta: (triton.cdiv(M, meta["BLOCK_N"]), B * H)  # noqa: E731
+    _attn_bwd_dkdv_kernel[grid_kv](q, k, v, do, lse, delta, mask_arg, dk, dv, *q.stride(), *k.stride(), *v.stride(),
+                                   *do.stride(), *dk.stride(), mask_b_stride, mask_n_stride,
+                                   H, N, M, scale * LOG2E, scale, **common)
+    grid_q = lambda meta: (triton.cdiv(N, meta["BLOCK_M"]), B * H)  # noqa: E731
+    _attn_bwd_dq_kernel[grid_q](q, k, v, do, lse, delta, mask_arg, dq, *q.stride(), *k.stride(), *v.stride(),
+                                *do.stride(), *dq.stride(), mask_b_stride, mask_n_stride,
+                                H, N, M, scale * LOG2E, scale, **common)
+    return dq, dk, dv
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 4. Autograd
+
+
+class FlashAttention(torch.autograd.Function):
+    """Triton forward and backward; saves q, k, v, o and the per-row log-sum-exp (not the N x M matrix)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, causal, mask_u8, scale):
+        o, lse = _flash_forward(q, k, v, causal, mask_u8, scale)
+        ctx.save_for_backward(q, k, v, o, lse, mask_u8)
+        ctx.causal, ctx.scale = causal, scale
+        return o
+
+    @staticmethod
+    def backward(ctx, do):
+        q, k, v, o, lse, mask_u8 = ctx.saved_tensors
+        dq, dk, dv = _flash_backward(do, q, k, v, o, lse, ctx.causal, mask_u8, ctx.scale)
+        return dq, dk, dv, None, None, None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 5. Dispatcher
+
+
+def _check_inputs(q, k, v, causal, key_padding_mask, scale):
+    op = "attention"
+    check_tensor(op, "q", q, ndim=4)
+    B, H, N, D = q.shape
+    check_tensor(op, "k", k, ndim=4, shape=(B, H, None, D), like=q)
+    check_tensor(op, "v", v, shape=tuple(k.shape), like=q)
+    if key_padding_mask is not None:
+        check_tensor(op, "key_padding_mask", key_padding_mask, shape=(B, k.shape[2]), floating=False)
+        if key_padding_mask.dtype != torch.bool:
+            raise TypeError(f"{op}: key_padding_mask must be bool (True = keep), got {key_padding_mask.dtype}")
+        if key_padding_mask.device != q.device:
+            raise ValueError(f"{op}: key_padding_mask is on {key_padding_mask.device} but q is on {q.device}")
+    if not isinstance(causal, bool):
+        raise TypeError(f"{op}: causal must be a bool, got {type(causal).__name__}")
+    if scale is not None and not (isinstance(scale, (int, float)) and scale > 0):
+        raise ValueError(f"{op}: scale must be a positive number or None, got {scale!r}")
+
+
+def attention(q, k, v, *, causal=False, key_padding_mask=None, scale=None, backend=None):
+    """softmax(q k^T * scale) v over (B, H, N, D) tensors; see the module docstring for arguments and backends."""
+    _check_inputs(q, k, v, causal, key_padding_mask, scale)
+    scale = float(q.shape[-1] ** -0.5 if scale is None else scale)
+    which = choose_backend("attention", backend, q.device, fallback="sdpa")
+    if which == "triton" and q.shape[-1] > MAX_TRITON_HEAD_DIM:
+        if backend == "triton":
+            raise ValueError(f"attention: q has head dim D={q.shape[-1]}; the Triton kernel takes D <= "
+                             f"{MAX_TRITON_HEAD_DIM} (use backend='sdpa')")
+        say_once(f"minigen.kernels: head dim {q.shape[-1]} > {MAX_TRITON_HEAD_DIM}; attention uses PyTorch SDPA")
+        which = "sdpa"
+    if which == "reference":
+        return attention_reference(q, k, v, causal=causal, key_padding_mask=key_padding_mask, scale=scale)
+    if which == "sdpa":
+        return _attention_sdpa(q, k, v, causal, key_padding_mask, scale)
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        check_kernel_dtype("attention", name, t)
+    mask_u8 = None if key_padding_mask is None else key_padding_mask.view(torch.uint8)
+    return FlashAttention.apply(q, k, v, causal, mask_u8, scale)
+
+
+def attention_flops(B: int, H: int, N: int, M: int, D: int, *, causal: bool = False, backward: bool = False) -> float:
+    """Floating-point operations, counted as the FlashAttention papers do: two matmuls (Q K^T and P V) of
+    2*N*M*D each per head forward; the backward has five such matmuls, i.e. 2.5x the forward, so fwd+bwd is 3.5x.
+    Causal attention does about half the work."""
+    flops = 4.0 * B * H * N * M * D
+    if causal:
+        flops /= 2
+    return flops * (3.5 if backward else 1.0)
+
+
+__all__ = ["attention", "attention_reference", "attention_flops", "FlashAttention", "LOG2E"]
