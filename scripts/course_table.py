@@ -1,0 +1,111 @@
+"""The README's table of notebooks, with wall times measured by code, never typed in (DESIGN §8).
+
+    python scripts/course_table.py time --profile ci     # run every notebook, record its wall time
+    python scripts/course_table.py readme                # rewrite the table in README.md
+
+`time` executes each notebook with nbconvert under the given profile (outputs are discarded, the committed
+notebook is untouched) and records "wall time" for it in docs/results.json with this machine's name.
+`readme` renders the table between the <!-- notebook-table --> markers from the notebooks' titles, the
+one-line summaries below, and the recorded times.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from minigen.results import record, results_path  # noqa: E402
+
+MARK = "<!-- notebook-table -->"
+COLAB = "https://colab.research.google.com/github/minigen-course/minigen/blob/main/notebooks/"
+BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
+BUILDS = {
+    "00": "images and videos as tensors; patchify and tubelets (ViT, ViViT); the cost of attention on a minute "
+          "of video; every data set; linear probes on patch means; the FD yardstick",
+    "01": "a conv autoencoder vs PCA; a 2-D code map and decoder walk; why random codes decode badly (FD); "
+          "a masked autoencoder (MAE) vs the mean patch",
+    "02": "a VAE from scratch (reparameterization, ELBO); IWAE bound in nats vs Burda et al.; samples, "
+          "interpolations, latent sliders; beta rate-distortion sweep",
+    "03": "affine coupling flows on 2-D densities, then a multi-scale Glow-style flow on MNIST; exact bits/dim",
+    "04": "forward noising and schedules; a U-Net denoiser; DDPM and DDIM sampling; classifier-free guidance; "
+          "inpainting and SDEdit",
+    "07": "online softmax on tiles; a FlashAttention-2 kernel (forward and backward) and fused norms in Triton; "
+          "the benchmark against PyTorch",
+}
+
+
+def notebooks() -> list[Path]:
+    return sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def title(path: Path) -> str:
+    cells = json.loads(path.read_text())["cells"]
+    first = "".join(next(c for c in cells if c["cell_type"] == "markdown")["source"]).splitlines()[0]
+    return first.lstrip("# ").strip()
+
+
+def time_all(profile: str) -> None:
+    env = {**os.environ, "MINIGEN_PROFILE": profile, "MINIGEN_RECORD": "1"}
+    env.setdefault("TRITON_INTERPRET", "1")
+    for path in notebooks():
+        with tempfile.TemporaryDirectory() as out:
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute",
+                            "--ExecutePreprocessor.timeout=-1", "--output-dir", out, str(path)],
+                           check=True, env=env, cwd=ROOT, capture_output=True)
+            seconds = time.perf_counter() - start
+        record(path.stem, "wall time, whole notebook", seconds, unit="s", profile=profile)
+        print(f"{path.name}: {seconds:.0f} s at the {profile} profile")
+
+
+def recorded_times() -> dict:
+    rows = json.loads(results_path().read_text()) if results_path().exists() else []
+    return {(r["notebook"], r["profile"]): r["value"] for r in rows if r["metric"] == "wall time, whole notebook"}
+
+
+def render_table() -> str:
+    times = recorded_times()
+
+    def cell(stem, profile):
+        seconds = times.get((stem, profile))
+        return "not measured" if seconds is None else f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
+
+    rows = ["| # | notebook | what you build | ci | cpu | gpu | Colab |", "|---|---|---|---|---|---|---|"]
+    for path in notebooks():
+        stem, number = path.stem, path.stem[:2]
+        link = f"[{title(path)}](notebooks/{path.name})"
+        colab = f"[![Open in Colab]({BADGE})]({COLAB}{path.name})"
+        rows.append(f"| {number} | {link} | {BUILDS.get(number, '')} | {cell(stem, 'ci')} | {cell(stem, 'cpu')} | "
+                    f"{cell(stem, 'gpu')} | {colab} |")
+    return "\n".join(rows)
+
+
+def rewrite_readme() -> None:
+    readme = ROOT / "README.md"
+    head, _, rest = readme.read_text().partition(MARK + "\n")
+    tail = rest.splitlines(keepends=True)
+    while tail and tail[0].startswith("|"):  # the previous table's rows
+        tail.pop(0)
+    readme.write_text(f"{head}{MARK}\n{render_table()}\n{''.join(tail)}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("time").add_argument("--profile", choices=["ci", "cpu", "gpu"], required=True)
+    sub.add_parser("readme")
+    args = parser.parse_args()
+    if args.command == "time":
+        time_all(args.profile)
+    else:
+        rewrite_readme()
+
+
+if __name__ == "__main__":
+    main()
