@@ -28,6 +28,7 @@ from .train import CHECKPOINT_FORMAT, CheckpointError, model_config, read_checkp
 # name -> "module:function". Each function trains at the gpu profile and returns (model, info: dict).
 RECIPES: dict[str, str] = {
     "vae": "minigen.models.vae:course_checkpoint",
+    "flow": "minigen.models.flow:course_checkpoint",
 }
 
 MAX_BYTES = 4 * 2**20  # DESIGN §10: each checkpoint at most 4 MB
