@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from minigen.data.mnist import DataFileError, data_dir, load_mnist, sha256_of
+from minigen.data.mnist import data_dir, load_mnist, verify_file
 
 CLASSIFIER_FILE = "mnist_classifier.pt"
 CLASSIFIER_SHA256 = "acd40cd9c3a2c08abe5f302b6001b6c9162a01766edf5deaf3f0e1fc56158665"
@@ -70,12 +70,7 @@ class MnistClassifier(nn.Module):
 
 
 def _read_checkpoint(path: Path) -> dict:
-    if not path.exists():
-        raise DataFileError(f"classifier weights {path} are missing; {REBUILD}")
-    found = sha256_of(path)
-    if found != CLASSIFIER_SHA256:
-        raise DataFileError(f"classifier weights {path} are corrupt or out of date (sha256 {found[:12]}..., "
-                            f"expected {CLASSIFIER_SHA256[:12]}...); {REBUILD}")
+    verify_file(path, CLASSIFIER_SHA256, "classifier weights", REBUILD)
     return torch.load(path, map_location="cpu", weights_only=True)
 
 

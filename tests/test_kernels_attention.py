@@ -1,21 +1,14 @@
 """The Triton flash attention against its fp32 reference (DESIGN section 5: the 2x tolerance rule).
 
-On a CPU the kernel runs in Triton's interpreter (TRITON_INTERPRET=1, set before triton is imported); on a GPU
+On a CPU the kernel runs in Triton's interpreter (TRITON_INTERPRET=1, set by conftest.py before triton is imported; MINIGEN_TEST_GPU=1 runs them compiled on CUDA); on a GPU
 machine it runs compiled, and bf16 is tested too. Sizes are odd on purpose (97, 113, 1023; head dims 40, 72) and
 small, because the interpreter runs every program one after another.
 """
-import os
-import subprocess
-import sys
-from pathlib import Path
+import kernel_checks
+import pytest
+import torch
 
-os.environ.setdefault("TRITON_INTERPRET", "1")  # must precede the first `import triton`
-os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "0")
-
-import pytest  # noqa: E402
-import torch  # noqa: E402
-
-from minigen.kernels import _dispatch, attention, attention_reference  # noqa: E402
+from minigen.kernels import _dispatch, attention, attention_reference
 
 pytestmark = pytest.mark.skipif(_dispatch.triton is None, reason="triton is not installed")
 
@@ -28,11 +21,7 @@ if DEVICE == "cpu" and not _dispatch.interpreting():
 
 
 def check_2x(name, out, ref32, low, dtype):
-    """Max error of `out` vs the fp32 reference <= 2x that of PyTorch in the same dtype (`low`) + a small atol."""
-    err = (out.float() - ref32).abs()
-    base = (low.float() - ref32).abs().max().item()
-    print(f"{name}: max {err.max().item():.2e}  mean {err.mean().item():.2e}  (PyTorch {dtype}: {base:.2e})")
-    assert err.max().item() <= 2 * base + ATOL[dtype], name
+    kernel_checks.check_2x(name, out, ref32, low, ATOL[dtype])
 
 
 def make_qkv(B, H, N, M, D, dtype, seed=0):
@@ -199,14 +188,7 @@ build(A._attn_bwd_dq_kernel, dict(c, BLOCK_M=128, BLOCK_N=32), 8)
 def test_kernels_compile_for_hopper_without_a_gpu():
     """The interpreter never runs Triton's compiler; this does: ttir -> ttgir -> PTX -> cubin for sm_90 (ptxas
     ships with triton), in a subprocess with the interpreter off. It catches what only compiled mode rejects."""
-    root = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "TRITON_INTERPRET": "0", "PYTHONPATH": str(root)}
-    result = subprocess.run([sys.executable, "-c", COMPILE_SCRIPT], cwd=root, env=env, capture_output=True,
-                            text=True, timeout=600)
-    if result.returncode == 77:
-        pytest.skip(result.stdout.strip())
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.count("compiled") == 4
+    assert kernel_checks.compile_for_hopper(COMPILE_SCRIPT).count("compiled") == 4
 
 
 def test_bench_on_cpu_runs_references_and_says_so(monkeypatch, capsys):

@@ -48,14 +48,20 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-@lru_cache(maxsize=2)
-def _read_npz(path: Path, expected_sha256: str) -> dict:
+def verify_file(path: Path, expected_sha256: str, what: str, rebuild: str) -> Path:
+    """Raise DataFileError naming `what`, the file and how to rebuild it, unless it exists with that sha256."""
     if not path.exists():
-        raise DataFileError(f"MNIST data file {path} is missing; {REBUILD}")
+        raise DataFileError(f"{what} {path} is missing; {rebuild}")
     found = sha256_of(path)
     if found != expected_sha256:
-        raise DataFileError(f"MNIST data file {path} is corrupt (sha256 {found[:12]}..., expected "
-                            f"{expected_sha256[:12]}...); {REBUILD}")
+        raise DataFileError(f"{what} {path} is corrupt or out of date (sha256 {found[:12]}..., expected "
+                            f"{expected_sha256[:12]}...); {rebuild}")
+    return path
+
+
+@lru_cache(maxsize=2)
+def _read_npz(path: Path, expected_sha256: str) -> dict:
+    verify_file(path, expected_sha256, "MNIST data file", REBUILD)
     with np.load(path) as npz:
         return {key: npz[key] for key in npz.files}
 

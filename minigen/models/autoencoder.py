@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..nn import check_images
+
 IMAGE_SHAPE = (1, 28, 28)  # MNIST: one channel, 28 x 28 pixels = 784 numbers
 
 
@@ -44,17 +46,6 @@ AE_PRESETS = {
     "cpu": AutoencoderConfig(latent_dim=16, width=32, hidden=256),  # ~1 min of training on a laptop CPU
     "gpu": AutoencoderConfig(latent_dim=16, width=64, hidden=512),  # wider: sharper reconstructions
 }
-
-
-def check_images(x: torch.Tensor, who: str) -> None:
-    """Raise a clear error unless x is a float batch of MNIST-shaped images (B, 1, 28, 28)."""
-    if not torch.is_tensor(x):
-        raise TypeError(f"{who} expects a torch.Tensor of images, got {type(x).__name__}")
-    if x.ndim != 4 or tuple(x.shape[1:]) != IMAGE_SHAPE:
-        raise ValueError(f"{who} expects images of shape (B, 1, 28, 28), got {tuple(x.shape)}"
-                         + (" (add a channel dimension: x.unsqueeze(1))" if x.ndim == 3 else ""))
-    if not x.is_floating_point():
-        raise TypeError(f"{who} expects float images in [-1, 1], got dtype {x.dtype}")
 
 
 class Autoencoder(nn.Module):

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..nn import check_images
+
 def gaussian_log_prob(z: torch.Tensor) -> torch.Tensor:
     """log N(z; 0, I) summed over all but the batch dimension: (B, ...) -> (B,)."""
     return -0.5 * (z.pow(2) + math.log(2 * math.pi)).flatten(1).sum(1)
@@ -290,9 +292,7 @@ class Flow(nn.Module):
 
     def forward(self, y):
         """y (B, C, H, W) -> (list of latents, one per scale, finest first; logdet (B,))."""
-        if y.ndim != 4 or tuple(y.shape[1:]) != tuple(self.config.image_shape):
-            raise ValueError(f"Flow expects images of shape (B, {', '.join(map(str, self.config.image_shape))}), "
-                             f"got {tuple(y.shape)}")
+        check_images(y, "Flow", self.config.image_shape)
         x, logdet = self._pre(y)
         zs = []
         for i, steps in enumerate(self.scales):

@@ -19,7 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .autoencoder import check_images
+from ..nn import check_images
+from ..patches import patchify
+from ..patches import unpatchify as unpatchify_image
 
 
 @dataclass
@@ -60,25 +62,12 @@ MAE_PRESETS = {
 # Patches and masks
 # ----------------------------------------------------------------------------------------------------
 
-def patchify(x: torch.Tensor, p: int) -> torch.Tensor:
-    """(B, C, H, W) -> (B, N, P): N = (H/p)(W/p) patches in row-major order, P = p*p*C pixels each."""
-    B, C, H, W = x.shape
-    if H % p or W % p:
-        raise ValueError(f"patch size {p} does not divide the image size {H}x{W}")
-    x = x.reshape(B, C, H // p, p, W // p, p)           # (B, C, h, p, w, p)
-    x = x.permute(0, 2, 4, 3, 5, 1)                     # (B, h, w, p, p, C)
-    return x.reshape(B, (H // p) * (W // p), p * p * C)  # (B, N, P)
-
-
 def unpatchify(patches: torch.Tensor, p: int, h: int, w: int) -> torch.Tensor:
-    """(B, N, P) -> (B, C, h*p, w*p): the inverse of patchify for an h x w grid of patches."""
-    B, N, P = patches.shape
-    if N != h * w or P % (p * p):
+    """(B, N, P) -> (B, C, h*p, w*p) for an h x w grid of p x p patches: minigen.patches.unpatchify, with the
+    channel count read off the token width P = p*p*C."""
+    if patches.ndim != 3 or patches.shape[-1] % (p * p):
         raise ValueError(f"cannot unpatchify {tuple(patches.shape)} into a {h}x{w} grid of {p}x{p} patches")
-    C = P // (p * p)
-    x = patches.reshape(B, h, w, p, p, C)               # (B, h, w, p, p, C)
-    x = x.permute(0, 5, 1, 3, 2, 4)                     # (B, C, h, p, w, p)
-    return x.reshape(B, C, h * p, w * p)                # (B, C, H, W)
+    return unpatchify_image(patches, p, patches.shape[-1] // (p * p), h * p, w * p)
 
 
 def num_kept(n: int, mask_ratio: float) -> int:

@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..nn import check_images
+
 IMAGE_SHAPE = (1, 28, 28)  # MNIST: one channel, 28 x 28 = 784 binary pixels
 
 
@@ -142,13 +144,7 @@ def check_binary_images(x, who: str) -> torch.Tensor:
     """Raise a clear error unless x is a float batch (B, 1, 28, 28) with values in [0, 1]; return x."""
     if isinstance(x, (tuple, list)):  # (images, labels) batches from a labelled dataset
         x = x[0]
-    if not torch.is_tensor(x):
-        raise TypeError(f"{who} expects a torch.Tensor of images, got {type(x).__name__}")
-    if x.ndim != 4 or tuple(x.shape[1:]) != IMAGE_SHAPE:
-        raise ValueError(f"{who} expects images of shape (B, 1, 28, 28), got {tuple(x.shape)}"
-                         + (" (add a channel dimension: x.unsqueeze(1))" if x.ndim == 3 else ""))
-    if not x.is_floating_point():
-        raise TypeError(f"{who} expects float images with values in {{0, 1}}, got dtype {x.dtype}")
+    check_images(x, who, IMAGE_SHAPE)
     if x.numel() and (x.min() < 0 or x.max() > 1):
         raise ValueError(f"{who} expects binarized images with values in {{0, 1}} (the likelihood is Bernoulli), "
                          f"got values in [{x.min().item():.2f}, {x.max().item():.2f}]; convert images in "
