@@ -172,6 +172,16 @@ if triton is not None:
         tl.store(rstd_ptr + pid, rstd)
 
     @triton.jit
+    def _silu_norm_grad(x_ptr, dy_ptr, offs, ok, mean, rstd, w, bias):
+        """Recompute xhat = (x - mean) rstd and z = xhat w + b for one tile, and return (xhat, dL/dz) where
+        y = SiLU(z): dy * sigmoid(z) * (1 + z (1 - sigmoid(z))). Zero outside the tile's mask."""
+        xhat = (tl.load(x_ptr + offs, mask=ok, other=0.0).to(tl.float32) - mean) * rstd
+        z = xhat * w[:, None] + bias[:, None]
+        sig = 1.0 / (1.0 + tl.exp(-z))
+        dz = tl.load(dy_ptr + offs, mask=ok, other=0.0).to(tl.float32) * sig * (1.0 + z * (1.0 - sig))
+        return xhat, tl.where(ok, dz, 0.0)
+
+    @triton.jit
     def _groupnorm_silu_bwd_kernel(x_ptr, w_ptr, b_ptr, dy_ptr, mean_ptr, rstd_ptr, dx_ptr, dw_ptr, db_ptr, C, S,
                                    GROUP_C: tl.constexpr, BLOCK_CG: tl.constexpr, BLOCK_S: tl.constexpr):
         """One (sample, group): dx, and the sample's share of dweight and dbias (summed over samples on the host).
@@ -192,11 +202,7 @@ if triton is not None:
         for start in range(0, S, BLOCK_S):
             ok = chan_ok[:, None] & (start + offs_s < S)[None, :]
             offs = base + offs_c + start + offs_s[None, :]
-            xhat = (tl.load(x_ptr + offs, mask=ok, other=0.0).to(tl.float32) - mean) * rstd
-            z = xhat * w[:, None] + bias[:, None]
-            sig = 1.0 / (1.0 + tl.exp(-z))
-            dz = tl.load(dy_ptr + offs, mask=ok, other=0.0).to(tl.float32) * sig * (1.0 + z * (1.0 - sig))
-            dz = tl.where(ok, dz, 0.0)
+            xhat, dz = _silu_norm_grad(x_ptr, dy_ptr, offs, ok, mean, rstd, w, bias)
             dw += dz * xhat
             db += dz
         dw_c = tl.sum(dw, 1)  # (BLOCK_CG,) per channel: sum of dz * xhat
@@ -208,10 +214,7 @@ if triton is not None:
         for start in range(0, S, BLOCK_S):
             ok = chan_ok[:, None] & (start + offs_s < S)[None, :]
             offs = base + offs_c + start + offs_s[None, :]
-            xhat = (tl.load(x_ptr + offs, mask=ok, other=0.0).to(tl.float32) - mean) * rstd
-            z = xhat * w[:, None] + bias[:, None]
-            sig = 1.0 / (1.0 + tl.exp(-z))
-            dz = tl.load(dy_ptr + offs, mask=ok, other=0.0).to(tl.float32) * sig * (1.0 + z * (1.0 - sig))
+            xhat, dz = _silu_norm_grad(x_ptr, dy_ptr, offs, ok, mean, rstd, w, bias)
             dx = rstd * (dz * w[:, None] - m1 - xhat * m2)
             tl.store(dx_ptr + offs, dx.to(dx_ptr.dtype.element_ty), mask=ok)
         sample = pid // groups
