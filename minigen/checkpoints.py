@@ -29,6 +29,7 @@ from .train import CHECKPOINT_FORMAT, CheckpointError, model_config, read_checkp
 RECIPES: dict[str, str] = {
     "vae": "minigen.models.vae:course_checkpoint",
     "flow": "minigen.models.flow:course_checkpoint",
+    "diffusion": "minigen.models.unet:course_checkpoint",
 }
 
 MAX_BYTES = 4 * 2**20  # DESIGN §10: each checkpoint at most 4 MB

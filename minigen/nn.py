@@ -1,14 +1,17 @@
-"""Shared building blocks for the model files (DESIGN §1): input checks that name the problem, and the
-patch layout helpers (re-exported from minigen.patches, where notebook 00 teaches them).
+"""Shared building blocks for the model files (DESIGN §1): input checks that name the problem, the sinusoidal
+timestep embedding (diffusion U-Net, DiT), and the patch layout helpers (re-exported from minigen.patches,
+where notebook 00 teaches them).
 
 Attention and the fused norms live in minigen.kernels (each with its PyTorch reference and dispatcher);
 models call them from there.
 """
+import math
+
 import torch
 
 from .patches import patchify, tubeletify, unpatchify, untubeletify
 
-__all__ = ["check_images", "patchify", "unpatchify", "tubeletify", "untubeletify"]
+__all__ = ["check_images", "timestep_embedding", "patchify", "unpatchify", "tubeletify", "untubeletify"]
 
 
 def check_images(x, who: str, shape: tuple = (1, 28, 28)) -> torch.Tensor:
@@ -25,3 +28,11 @@ def check_images(x, who: str, shape: tuple = (1, 28, 28)) -> torch.Tensor:
     if not x.is_floating_point():
         raise TypeError(f"{who} expects float images, got dtype {x.dtype}")
     return x
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """(B,) timesteps -> (B, dim) sinusoids at geometric frequencies (the Transformer's positions, DDPM)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    angles = t.float()[:, None] * freqs[None, :]                                     # (B, dim/2)
+    return torch.cat([torch.cos(angles), torch.sin(angles)], dim=1)                 # (B, dim)

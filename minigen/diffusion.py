@@ -1,0 +1,371 @@
+"""Denoising diffusion, model-agnostic: schedules, the forward process, the loss, and the samplers.
+
+Papers:
+- Ho, Jain & Abbeel 2020, "Denoising Diffusion Probabilistic Models" (DDPM), arXiv 2006.11239: the linear
+  schedule, q(x_t | x_0) in closed form, the posterior q(x_{t-1} | x_t, x_0), epsilon-prediction, the
+  ancestral sampler.
+- Nichol & Dhariwal 2021, "Improved Denoising Diffusion Probabilistic Models", arXiv 2102.09672: the cosine
+  schedule.
+- Song, Meng & Ermon 2020, "Denoising Diffusion Implicit Models" (DDIM), arXiv 2010.02502: few-step
+  sampling on a sub-sequence of timesteps, eta in [0, 1], deterministic inversion at eta = 0.
+- Ho & Salimans 2022, "Classifier-Free Diffusion Guidance", arXiv 2207.12598: label dropout, guided eps.
+- Lugmayr et al. 2022, "RePaint", arXiv 2201.09865: inpainting with resampling.
+- Meng et al. 2021, "SDEdit", arXiv 2108.01073: edit by noising an input part-way and denoising it.
+
+Nothing here knows what the data is: x is any tensor (B, ...) -- images (B, C, H, W), latents, videos
+(B, T, C, H, W), 2-D points (B, 2). The denoiser is any callable `model(x_t, t, y=None) -> eps` with eps
+shaped like x_t and t a (B,) long tensor of timesteps in [0, T). Schedules are float64 on the CPU; each
+coefficient is gathered at t and cast to x's dtype and device when used.
+"""
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+SCHEDULES = ("linear", "cosine")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Schedules and the forward process
+# ----------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Schedule:
+    """Every per-timestep constant of a T-step diffusion, float64, index t = 0 .. T-1 (the paper's 1 .. T)."""
+    name: str
+    betas: torch.Tensor                # beta_t: the variance added at step t
+    alphas_cumprod: torch.Tensor       # alpha-bar_t = prod_{s<=t} (1 - beta_s): signal kept after t steps
+
+    @property
+    def T(self) -> int:
+        return len(self.betas)
+
+    @property
+    def alphas(self) -> torch.Tensor:
+        return 1.0 - self.betas
+
+    @property
+    def alphas_cumprod_prev(self) -> torch.Tensor:
+        """alpha-bar_{t-1}, with alpha-bar_{-1} = 1 (no noise before the first step)."""
+        return torch.cat([torch.ones(1, dtype=torch.float64), self.alphas_cumprod[:-1]])
+
+    @property
+    def snr(self) -> torch.Tensor:
+        """Signal-to-noise ratio alpha-bar / (1 - alpha-bar) of x_t (Kingma et al. 2021)."""
+        return self.alphas_cumprod / (1.0 - self.alphas_cumprod)
+
+    @property
+    def posterior_variance(self) -> torch.Tensor:
+        """beta-tilde_t = (1 - alpha-bar_{t-1}) / (1 - alpha-bar_t) * beta_t  (DDPM eq. 7)."""
+        return (1.0 - self.alphas_cumprod_prev) / (1.0 - self.alphas_cumprod) * self.betas
+
+    @property
+    def posterior_mean_coef1(self) -> torch.Tensor:
+        """The weight of x_0 in mu-tilde: sqrt(alpha-bar_{t-1}) beta_t / (1 - alpha-bar_t)  (DDPM eq. 7)."""
+        return self.alphas_cumprod_prev.sqrt() * self.betas / (1.0 - self.alphas_cumprod)
+
+    @property
+    def posterior_mean_coef2(self) -> torch.Tensor:
+        """The weight of x_t in mu-tilde: sqrt(alpha_t) (1 - alpha-bar_{t-1}) / (1 - alpha-bar_t)."""
+        return self.alphas.sqrt() * (1.0 - self.alphas_cumprod_prev) / (1.0 - self.alphas_cumprod)
+
+
+def make_schedule(name: str = "cosine", T: int = 1000) -> Schedule:
+    """A T-step schedule: "linear" (DDPM: beta from 1e-4 to 0.02 at T = 1000, rescaled by 1000 / T as in
+    Improved DDPM so other T keep the same end points) or "cosine" (Improved DDPM, offset s = 0.008)."""
+    if not isinstance(T, int) or T < 2:
+        raise ValueError(f"T must be an integer >= 2, got {T!r}")
+    if name == "linear":
+        scale = 1000.0 / T
+        betas = torch.linspace(scale * 1e-4, scale * 0.02, T, dtype=torch.float64)
+    elif name == "cosine":
+        s = 0.008
+        steps = torch.arange(T + 1, dtype=torch.float64) / T
+        f = torch.cos((steps + s) / (1 + s) * math.pi / 2) ** 2         # (T+1,) alpha-bar at t = 0 .. T
+        betas = (1.0 - f[1:] / f[:-1]).clamp(max=0.999)                   # clipped: no singularity at t = T
+    else:
+        raise ValueError(f"unknown schedule {name!r}; choose one of {SCHEDULES}")
+    return Schedule(name, betas, torch.cumprod(1.0 - betas, dim=0))
+
+
+def _gather(values: torch.Tensor, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """values[t] as a (B, 1, ..., 1) tensor of x's dtype and device, ready to broadcast over x (B, ...)."""
+    return values[t.cpu()].to(device=x.device, dtype=x.dtype).reshape(-1, *([1] * (x.dim() - 1)))
+
+
+def _check_t(schedule: Schedule, x: torch.Tensor, t) -> torch.Tensor:
+    """t as a (B,) long tensor; an int is broadcast. Clear errors for a wrong length or range."""
+    if not torch.is_tensor(x) or x.dim() < 1:
+        raise ValueError(f"x must be a tensor (B, ...), got {type(x).__name__} {getattr(x, 'shape', '')}")
+    t = torch.full((x.shape[0],), t, dtype=torch.long) if isinstance(t, int) else torch.as_tensor(t)
+    if t.shape != (x.shape[0],):
+        raise ValueError(f"t must be (B,) = ({x.shape[0]},) timesteps, one per sample, got shape {tuple(t.shape)}")
+    if t.dtype.is_floating_point or (t.numel() and (t.min() < 0 or t.max() >= schedule.T)):
+        raise ValueError(f"t must hold integer timesteps in [0, {schedule.T}), got {t.tolist()[:8]}")
+    return t.long()
+
+
+def _check_like(name: str, a: torch.Tensor, x: torch.Tensor) -> None:
+    if a.shape != x.shape:
+        raise ValueError(f"{name} must have the shape of x {tuple(x.shape)}, got {tuple(a.shape)}")
+
+
+def q_sample(schedule: Schedule, x0: torch.Tensor, t, noise: torch.Tensor | None = None) -> torch.Tensor:
+    """x_t ~ q(x_t | x_0) = N(sqrt(alpha-bar_t) x_0, (1 - alpha-bar_t) I), in one step (DDPM eq. 4)."""
+    t = _check_t(schedule, x0, t)
+    noise = torch.randn_like(x0) if noise is None else noise
+    _check_like("noise", noise, x0)
+    ab = _gather(schedule.alphas_cumprod, t, x0)                         # (B, 1, ..., 1)
+    return ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+
+
+def posterior_mean_variance(schedule: Schedule, x0: torch.Tensor, x_t: torch.Tensor, t):
+    """Mean and variance of q(x_{t-1} | x_t, x_0) (DDPM eq. 6-7); variance is (B, 1, ..., 1)."""
+    t = _check_t(schedule, x_t, t)
+    _check_like("x0", x0, x_t)
+    mean = _gather(schedule.posterior_mean_coef1, t, x_t) * x0 + _gather(schedule.posterior_mean_coef2, t, x_t) * x_t
+    return mean, _gather(schedule.posterior_variance, t, x_t)
+
+
+def predict_x0_from_eps(schedule: Schedule, x_t: torch.Tensor, t, eps: torch.Tensor) -> torch.Tensor:
+    """Invert q_sample: x_0 = (x_t - sqrt(1 - alpha-bar_t) eps) / sqrt(alpha-bar_t)."""
+    t = _check_t(schedule, x_t, t)
+    _check_like("eps", eps, x_t)
+    ab = _gather(schedule.alphas_cumprod, t, x_t)
+    return (x_t - (1 - ab).sqrt() * eps) / ab.sqrt()
+
+
+def predict_eps_from_x0(schedule: Schedule, x_t: torch.Tensor, t, x0: torch.Tensor) -> torch.Tensor:
+    t = _check_t(schedule, x_t, t)
+    ab = _gather(schedule.alphas_cumprod, t, x_t)
+    return (x_t - ab.sqrt() * x0) / (1 - ab).sqrt()
+
+
+# ----------------------------------------------------------------------------------------------------
+# Training: epsilon-prediction with optional class labels and label dropout
+# ----------------------------------------------------------------------------------------------------
+
+class Diffusion(nn.Module):
+    """Wrap a denoiser `model(x_t, t, y=None) -> eps` with a schedule so `minigen.train` can fit it.
+
+    `loss(batch)` takes x0 (B, ...) or (x0, y): it draws t ~ U{0..T-1} and eps ~ N(0, I) and returns
+    {"loss": mean ||eps - model(x_t, t, y)||^2} (DDPM's L_simple). With `num_classes`, each label is replaced
+    by the null label `num_classes` with probability `p_uncond`, so one network learns both p(x | y) and
+    p(x) -- what classifier-free guidance needs. `config` is the denoiser's (what checkpoints store).
+    """
+
+    def __init__(self, model: nn.Module, schedule: Schedule, *, num_classes: int | None = None,
+                 p_uncond: float = 0.1):
+        super().__init__()
+        if not 0.0 <= p_uncond <= 1.0:
+            raise ValueError(f"p_uncond must be a probability in [0, 1], got {p_uncond}")
+        self.model, self.schedule = model, schedule
+        self.num_classes, self.p_uncond = num_classes, p_uncond
+
+    @property
+    def config(self):
+        return getattr(self.model, "config", None)
+
+    @property
+    def null_label(self) -> int | None:
+        return self.num_classes
+
+    def loss(self, batch) -> dict:
+        x0, y = (batch if isinstance(batch, (tuple, list)) else (batch, None))[:2]
+        if y is not None and self.num_classes is not None and self.p_uncond > 0:
+            drop = torch.rand(y.shape, device=y.device) < self.p_uncond
+            y = torch.where(drop, torch.full_like(y, self.num_classes), y)
+        elif self.num_classes is None:
+            y = None
+        t = torch.randint(0, self.schedule.T, (x0.shape[0],), device=x0.device)
+        noise = torch.randn_like(x0)
+        eps = self.model(q_sample(self.schedule, x0, t, noise), t, y=y)
+        return {"loss": (eps - noise).square().mean()}
+
+    def forward(self, x_t, t, y=None):
+        return self.model(x_t, t, y=y)
+
+
+def guided_eps(model, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None,
+               scale: float = 1.0, null_label: int | None = None) -> torch.Tensor:
+    """Classifier-free guidance: eps_uncond + scale * (eps_cond - eps_uncond) (Ho & Salimans 2022).
+
+    scale = 1 is the conditional model, 0 the unconditional one, > 1 trades diversity for fidelity.
+    Both passes run as one batch (2B). Without labels (y None) the model is simply called unconditionally.
+    """
+    if y is None:
+        return model(x_t, t, y=None)
+    if y.shape != (x_t.shape[0],):
+        raise ValueError(f"y must be (B,) = ({x_t.shape[0]},) labels, got shape {tuple(y.shape)}")
+    if scale == 1.0:
+        return model(x_t, t, y=y)
+    if null_label is None:
+        raise ValueError("guidance scale != 1 needs null_label (the label the model was trained with for 'no class')")
+    both = model(torch.cat([x_t, x_t]), torch.cat([t, t]), y=torch.cat([y, torch.full_like(y, null_label)]))
+    eps_cond, eps_uncond = both.chunk(2)                                  # (2B, ...) -> 2 x (B, ...)
+    return eps_uncond + scale * (eps_cond - eps_uncond)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Samplers. Each takes the denoiser and optional labels/guidance; `record` (a list) collects
+# (t, x_t, predicted x_0) at every step for animations and scrubbers.
+# ----------------------------------------------------------------------------------------------------
+
+def _eps_fn(model, y, guidance, null_label):
+    return lambda x, t: guided_eps(model, x, t, y, guidance, null_label)
+
+
+def _start(shape, x_T, generator, device) -> torch.Tensor:
+    if x_T is not None:
+        return x_T
+    if shape is None:
+        raise ValueError("give the sample shape (B, ...) or a starting noise x_T")
+    return torch.randn(tuple(shape), generator=generator, device=device or "cpu")
+
+
+def _noise_like(x: torch.Tensor, generator) -> torch.Tensor:
+    return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+
+
+def _x0(schedule, x, t, eps, clip_x0):
+    x0 = predict_x0_from_eps(schedule, x, t, eps)
+    return x0 if clip_x0 is None else x0.clamp(-clip_x0, clip_x0)
+
+
+@torch.no_grad()
+def ddpm_sample(model, schedule: Schedule, shape=None, *, x_T=None, y=None, guidance: float = 1.0,
+                null_label=None, clip_x0: float | None = None, generator=None, device=None, record=None):
+    """Ancestral sampling through all T steps: x_{t-1} ~ N(mu-tilde(x_t, x0_hat), beta-tilde_t) (DDPM alg. 2)."""
+    x, eps_fn = _start(shape, x_T, generator, device), _eps_fn(model, y, guidance, null_label)
+    for i in reversed(range(schedule.T)):
+        t = torch.full((x.shape[0],), i, dtype=torch.long, device=x.device)
+        x0 = _x0(schedule, x, t, eps_fn(x, t), clip_x0)
+        mean, var = posterior_mean_variance(schedule, x0, x, t)
+        x = mean + var.sqrt() * _noise_like(x, generator) if i > 0 else mean
+        if record is not None:
+            record.append((i, x.cpu(), x0.cpu()))
+    return x
+
+
+def _ab(schedule: Schedule, t: int) -> float:
+    """alpha-bar at an integer step, with t = -1 meaning clean data (alpha-bar = 1)."""
+    return float(schedule.alphas_cumprod[t]) if t >= 0 else 1.0
+
+
+def ddim_timesteps(T: int, steps: int, t_start: int | None = None) -> torch.Tensor:
+    """`steps` timesteps evenly spaced from t_start (default T-1) down to 0, descending, unique."""
+    t_start = T - 1 if t_start is None else t_start
+    if not 1 <= steps <= t_start + 1:
+        raise ValueError(f"steps must be in [1, {t_start + 1}], got {steps}")
+    return torch.linspace(t_start, 0, steps, dtype=torch.float64).round().long()
+
+
+def ddim_step(schedule: Schedule, x_t: torch.Tensor, t: int, t_prev: int, eps: torch.Tensor, eta: float = 0.0,
+              noise: torch.Tensor | None = None, clip_x0: float | None = None) -> torch.Tensor:
+    """One DDIM update from t to t_prev < t (t_prev = -1: to clean data), DDIM eq. 12:
+
+        x_prev = sqrt(ab_prev) x0_hat + sqrt(1 - ab_prev - sigma^2) eps + sigma z,
+        sigma  = eta * sqrt((1 - ab_prev) / (1 - ab_t)) * sqrt(1 - ab_t / ab_prev).
+    eta = 0 is deterministic; eta = 1 on consecutive steps is DDPM's ancestral step.
+    """
+    tt = _check_t(schedule, x_t, t)
+    x0 = _x0(schedule, x_t, tt, eps, clip_x0)
+    if clip_x0 is not None:
+        eps = predict_eps_from_x0(schedule, x_t, tt, x0)  # keep x0 and eps consistent after clipping
+    ab, ab_prev = _ab(schedule, t), _ab(schedule, t_prev)
+    sigma = eta * math.sqrt((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev))
+    x_prev = math.sqrt(ab_prev) * x0 + math.sqrt(max(1 - ab_prev - sigma**2, 0.0)) * eps
+    if sigma > 0:
+        x_prev = x_prev + sigma * (torch.randn_like(x_t) if noise is None else noise)
+    return x_prev
+
+
+@torch.no_grad()
+def ddim_sample(model, schedule: Schedule, shape=None, *, steps: int = 50, eta: float = 0.0, x_T=None, y=None,
+                guidance: float = 1.0, null_label=None, clip_x0: float | None = None, generator=None,
+                device=None, record=None, t_start: int | None = None):
+    """DDIM sampling on `steps` evenly spaced timesteps (Song et al. 2020); starts at t_start (default T-1)."""
+    x, eps_fn = _start(shape, x_T, generator, device), _eps_fn(model, y, guidance, null_label)
+    ts = ddim_timesteps(schedule.T, steps, t_start).tolist()
+    for t, t_prev in zip(ts, ts[1:] + [-1]):
+        tt = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
+        eps = eps_fn(x, tt)
+        noise = _noise_like(x, generator) if eta > 0 else None
+        x_new = ddim_step(schedule, x, t, t_prev, eps, eta, noise, clip_x0)
+        if record is not None:
+            record.append((t, x.cpu(), _x0(schedule, x, tt, eps, clip_x0).cpu()))
+        x = x_new
+    return x
+
+
+@torch.no_grad()
+def ddim_invert(model, schedule: Schedule, x0: torch.Tensor, *, steps: int = 50, y=None, guidance: float = 1.0,
+                null_label=None) -> torch.Tensor:
+    """Run deterministic DDIM backwards: data x0 -> the noise x_T that `ddim_sample(eta=0)` maps back to x0.
+
+    Each step uses the eps predicted at the current (lower) noise level, the usual approximation; it is
+    close to exact when steps are small (Song et al. 2020, sec. 4.3; Dhariwal & Nichol 2021, app. F).
+    """
+    eps_fn = _eps_fn(model, y, guidance, null_label)
+    ts = ddim_timesteps(schedule.T, steps).tolist()[::-1]                # ascending: 0 .. T-1
+    x = x0
+    for t_prev, t in zip([-1] + ts[:-1], ts):
+        ab_prev, ab = _ab(schedule, t_prev), _ab(schedule, t)
+        eps = eps_fn(x, torch.full((x.shape[0],), max(t_prev, 0), dtype=torch.long, device=x.device))
+        x0_hat = (x - math.sqrt(1 - ab_prev) * eps) / math.sqrt(ab_prev)
+        x = math.sqrt(ab) * x0_hat + math.sqrt(1 - ab) * eps
+    return x
+
+
+@torch.no_grad()
+def inpaint(model, schedule: Schedule, known: torch.Tensor, mask: torch.Tensor, *, steps: int = 50,
+            resample: int = 1, y=None, guidance: float = 1.0, null_label=None, clip_x0: float | None = None,
+            generator=None, record=None) -> torch.Tensor:
+    """Fill the region where mask == 0, keeping `known` where mask == 1 (Lugmayr et al. 2022).
+
+    At each of `steps` stochastic (eta = 1) DDIM steps the known region of x_{t_prev} is replaced by
+    q_sample(known, t_prev), so the model only has to make the unknown part agree with it. With
+    resample = r > 1 each step is repeated r times, re-noising x_{t_prev} back to t in between (RePaint), so
+    the generated part has time to harmonise. The output equals `known` exactly where mask == 1.
+    """
+    if mask.dim() != known.dim() or any(m not in (1, k) for m, k in zip(mask.shape, known.shape)):
+        raise ValueError(f"mask {tuple(mask.shape)} must broadcast to known {tuple(known.shape)} "
+                         "(same rank, each size 1 or equal)")
+    if resample < 1:
+        raise ValueError(f"resample must be >= 1, got {resample}")
+    mask = mask.to(known.dtype).expand_as(known)
+    eps_fn, x = _eps_fn(model, y, guidance, null_label), _noise_like(known, generator)
+    ts = ddim_timesteps(schedule.T, steps).tolist()
+    for t, t_prev in zip(ts, ts[1:] + [-1]):
+        tt = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
+        for r in range(resample):
+            x_prev = ddim_step(schedule, x, t, t_prev, eps_fn(x, tt), 1.0, _noise_like(x, generator), clip_x0)
+            known_prev = known if t_prev < 0 else q_sample(
+                schedule, known, torch.full_like(tt, t_prev), _noise_like(x, generator))
+            x_prev = mask * known_prev + (1 - mask) * x_prev
+            if r < resample - 1:                                          # back to t: q(x_t | x_{t_prev})
+                ab_ratio = _ab(schedule, t) / _ab(schedule, t_prev)
+                x = math.sqrt(ab_ratio) * x_prev + math.sqrt(1 - ab_ratio) * _noise_like(x, generator)
+        if record is not None:
+            record.append((t, x.cpu(), x_prev.cpu()))
+        x = x_prev
+    return mask * known + (1 - mask) * x
+
+
+@torch.no_grad()
+def sdedit(model, schedule: Schedule, x: torch.Tensor, *, strength: float = 0.5, steps: int = 50, eta: float = 0.0,
+           y=None, guidance: float = 1.0, null_label=None, clip_x0: float | None = None, generator=None,
+           record=None) -> torch.Tensor:
+    """SDEdit (Meng et al. 2021): noise x to t0 = strength * T, then denoise with DDIM from there.
+
+    strength 0 returns (almost) x; 1 ignores it. In between the output keeps x's coarse layout and the
+    model redraws the details -- a sketch or a corrupted digit becomes a clean one.
+    """
+    if not 0.0 < strength <= 1.0:
+        raise ValueError(f"strength must be in (0, 1], got {strength}")
+    t0 = max(int(round(strength * schedule.T)) - 1, 0)
+    x_t = q_sample(schedule, x, t0, _noise_like(x, generator))
+    n = max(1, min(steps, t0 + 1, int(round(steps * strength))))
+    return ddim_sample(model, schedule, x_T=x_t, steps=n, eta=eta, y=y, guidance=guidance, null_label=null_label,
+                       clip_x0=clip_x0, generator=generator, record=record, t_start=t0)
