@@ -1,7 +1,8 @@
 # minigen: the two commands are `make course` and `make test`. Both install into .venv first.
 #   make course [NOBROWSER=1]  install, then open the course in JupyterLab
 #   make test                  install, then every unit test and every notebook under nbval (ci profile)
-#   make execute               re-run every notebook in place (cpu profile, or gpu where CUDA is present)
+#   make execute [NOTEBOOKS=]  re-run notebooks in place (cpu profile, or gpu where CUDA is present),
+#                              recording each one's wall time in docs/results.md and the README table
 #   make checkpoints [NAMES=]  rebuild the course checkpoints by training at the gpu profile
 #   make slides                turn the notebooks into reveal.js lectures under docs/slides/
 SHELL := /bin/bash
@@ -41,11 +42,8 @@ test: unit nbval
 
 execute: install
 	@profile=$$($(PY) -c "import torch; print('gpu' if torch.cuda.is_available() else 'cpu')"); \
-	for nb in notebooks/[0-9]*.ipynb; do \
-		echo "executing $$nb ($$profile profile)"; \
-		MINIGEN_PROFILE=$$profile $(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
-			--ExecutePreprocessor.timeout=-1 "$$nb"; \
-	done
+	$(PY) scripts/course_table.py time --profile $$profile --inplace $(NOTEBOOKS)
+	$(PY) scripts/course_table.py readme
 
 checkpoints: install
 	$(PY) -m minigen.checkpoints build $(NAMES)

@@ -1,6 +1,7 @@
 """The README's table of notebooks, with wall times measured by code, never typed in (DESIGN §8).
 
     python scripts/course_table.py time --profile ci     # run every notebook, record its wall time
+    python scripts/course_table.py time --profile cpu --inplace 00 03   # re-run these in place (make execute)
     python scripts/course_table.py readme                # rewrite the table in README.md
 
 `time` executes each notebook with nbconvert under the given profile (outputs are discarded, the committed
@@ -40,8 +41,12 @@ BUILDS = {
 }
 
 
-def notebooks() -> list[Path]:
-    return sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+def notebooks(names: list[str] | None = None) -> list[Path]:
+    """The course's notebooks in order, or those whose file name starts with one of `names` (e.g. "04")."""
+    found = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    if names:
+        found = [next(p for p in found if p.name.startswith(name)) for name in names]
+    return found
 
 
 def title(path: Path) -> str:
@@ -50,18 +55,23 @@ def title(path: Path) -> str:
     return first.lstrip("# ").strip()
 
 
-def time_all(profile: str) -> None:
-    env = {**os.environ, "MINIGEN_PROFILE": profile, "MINIGEN_RECORD": "1"}
-    env.setdefault("TRITON_INTERPRET", "1")
-    for path in notebooks():
+def time_all(profile: str, inplace: bool, names: list[str]) -> None:
+    """Execute each notebook under `profile` and record its wall time. With `inplace` the executed notebook
+    replaces the committed one (what `make execute` does); otherwise its outputs are thrown away."""
+    env = {**os.environ, "MINIGEN_PROFILE": profile}
+    if profile == "ci":
+        env["MINIGEN_RECORD"] = "1"  # results.record skips ci figures unless asked
+    if profile != "gpu":
+        env.setdefault("TRITON_INTERPRET", "1")  # the kernels notebook runs its Triton cells in the interpreter
+    for path in notebooks(names):
         with tempfile.TemporaryDirectory() as out:
+            target = ["--inplace"] if inplace else ["--output-dir", out]
             start = time.perf_counter()
             subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute",
-                            "--ExecutePreprocessor.timeout=-1", "--output-dir", out, str(path)],
-                           check=True, env=env, cwd=ROOT, capture_output=True)
+                            "--ExecutePreprocessor.timeout=-1", *target, str(path)], check=True, env=env, cwd=ROOT)
             seconds = time.perf_counter() - start
         record(path.stem, "wall time, whole notebook", seconds, unit="s", profile=profile)
-        print(f"{path.name}: {seconds:.0f} s at the {profile} profile")
+        print(f"{path.name}: {seconds:.0f} s at the {profile} profile", flush=True)
 
 
 def recorded_times() -> dict:
@@ -98,11 +108,14 @@ def rewrite_readme() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("time").add_argument("--profile", choices=["ci", "cpu", "gpu"], required=True)
+    timing = sub.add_parser("time")
+    timing.add_argument("--profile", choices=["ci", "cpu", "gpu"], required=True)
+    timing.add_argument("--inplace", action="store_true", help="keep the executed notebook (make execute)")
+    timing.add_argument("notebooks", nargs="*", help="notebook numbers, e.g. 00 04 (default: all, in order)")
     sub.add_parser("readme")
     args = parser.parse_args()
     if args.command == "time":
-        time_all(args.profile)
+        time_all(args.profile, args.inplace, args.notebooks)
     else:
         rewrite_readme()
 
