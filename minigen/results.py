@@ -7,6 +7,7 @@ would otherwise rewrite the table with smoke-test numbers); set MINIGEN_RECORD=1
 """
 import fcntl
 import json
+import math
 import os
 import platform
 import time
@@ -51,6 +52,8 @@ def record(notebook: str, metric: str, value: float, *, baseline: float | None =
            profile: str | None = None) -> dict:
     """Store one measured figure for the active profile (or `profile`, for scripts that have no profile,
     e.g. "full") and re-render docs/results.md."""
+    if not math.isfinite(value):
+        raise ValueError(f"{notebook}: {metric} is {value}; a measured figure must be a finite number")
     name = profile or profiles.current().name
     row = {"notebook": notebook, "metric": metric, "profile": name, "value": float(value),
            "baseline": None if baseline is None else float(baseline), "baseline_label": baseline_label,

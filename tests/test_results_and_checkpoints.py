@@ -33,6 +33,11 @@ def test_record_writes_and_replaces_rows(tmp_path, monkeypatch):
     assert "| IWAE bound | cpu | 91 nats |" in table and "## 02_vae" in table
 
 
+def test_record_refuses_nan(tmp_path):
+    with pytest.raises(ValueError, match="must be a finite number"):
+        results.record("04_x", "FD", float("nan"), path=tmp_path / "results.json")
+
+
 def test_course_checkpoint_round_trip(tmp_path):
     model = Net()
     checkpoints.save("tiny", model, {"steps": 3}, directory=tmp_path)
