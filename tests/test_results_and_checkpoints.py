@@ -20,6 +20,8 @@ def test_record_skips_ci_profile(tmp_path, monkeypatch):
     monkeypatch.setenv("MINIGEN_PROFILE", "ci")
     results.record("00_x", "metric", 1.0, path=tmp_path / "results.json")
     assert not (tmp_path / "results.json").exists()
+    results.record("00_x", "wall time", 9.0, path=tmp_path / "results.json", profile="ci")  # explicit: written
+    assert json.loads((tmp_path / "results.json").read_text())[0]["profile"] == "ci"
 
 
 def test_record_writes_and_replaces_rows(tmp_path, monkeypatch):
