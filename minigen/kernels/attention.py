@@ -97,6 +97,11 @@ if triton is not None:
         return keep
 
     @triton.jit
+    def _tile(b, h, idx, offs_d, b_stride, h_stride, n_stride, d_stride):
+        """Element offsets of the (len(idx), BLOCK_D) tile of rows `idx` of head h in batch b, any strides."""
+        return b * b_stride + h * h_stride + idx[:, None] * n_stride + offs_d[None, :] * d_stride
+
+    @triton.jit
     def _key_ok(mask_ptr, mask_b_stride, mask_n_stride, b, cols, N_K, HAS_MASK: tl.constexpr):
         """Which keys of a tile exist and are not padding: (BLOCK_N,) bool."""
         ok = cols < N_K
@@ -195,10 +200,10 @@ if triton is not None:
         rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
         offs_d = tl.arange(0, BLOCK_D)
         ok = (rows[:, None] < N_Q) & (offs_d[None, :] < HEAD_DIM)
-        o = tl.load(o_ptr + b * o_b_stride + h * o_h_stride + rows[:, None] * o_n_stride + offs_d[None, :] * o_d_stride,
+        o = tl.load(o_ptr + _tile(b, h, rows, offs_d, o_b_stride, o_h_stride, o_n_stride, o_d_stride),
                     mask=ok, other=0.0).to(tl.float32)
-        do = tl.load(do_ptr + b * do_b_stride + h * do_h_stride + rows[:, None] * do_n_stride
-                     + offs_d[None, :] * do_d_stride, mask=ok, other=0.0).to(tl.float32)
+        do = tl.load(do_ptr + _tile(b, h, rows, offs_d, do_b_stride, do_h_stride, do_n_stride, do_d_stride),
+                     mask=ok, other=0.0).to(tl.float32)
         tl.store(delta_ptr + bh.to(tl.int64) * N_Q + rows, tl.sum(o * do, 1), mask=rows < N_Q)
 
     @triton.autotune(configs=_DKDV_CONFIGS, key=_KEY)
@@ -225,9 +230,9 @@ if triton is not None:
         offs_d = tl.arange(0, BLOCK_D)
         d_ok = offs_d < HEAD_DIM
         kv_ok = (cols[:, None] < N_K) & d_ok[None, :]
-        k = tl.load(k_ptr + b * k_b_stride + h * k_h_stride + cols[:, None] * k_n_stride + offs_d[None, :] * k_d_stride,
+        k = tl.load(k_ptr + _tile(b, h, cols, offs_d, k_b_stride, k_h_stride, k_n_stride, k_d_stride),
                     mask=kv_ok, other=0.0)  # (BLOCK_N, BLOCK_D)
-        v = tl.load(v_ptr + b * v_b_stride + h * v_h_stride + cols[:, None] * v_n_stride + offs_d[None, :] * v_d_stride,
+        v = tl.load(v_ptr + _tile(b, h, cols, offs_d, v_b_stride, v_h_stride, v_n_stride, v_d_stride),
                     mask=kv_ok, other=0.0)  # (BLOCK_N, BLOCK_D)
         key_ok = _key_ok(mask_ptr, mask_b_stride, mask_n_stride, b, cols, N_K, HAS_MASK)
         q_base = q_ptr + b * q_b_stride + h * q_h_stride
@@ -258,7 +263,7 @@ if triton is not None:
             dk += tl.dot(dst.to(qt.dtype), tl.trans(qt), input_precision=PRECISION)  # dK = dS^T Q
 
         dk = dk * sm_scale
-        out = b * dk_b_stride + h * dk_h_stride + cols[:, None] * dk_n_stride + offs_d[None, :] * dk_d_stride
+        out = _tile(b, h, cols, offs_d, dk_b_stride, dk_h_stride, dk_n_stride, dk_d_stride)
         tl.store(dk_ptr + out, dk.to(dk_ptr.dtype.element_ty), mask=kv_ok)
         tl.store(dv_ptr + out, dv.to(dv_ptr.dtype.element_ty), mask=kv_ok)
 
@@ -285,10 +290,10 @@ if triton is not None:
         offs_d = tl.arange(0, BLOCK_D)
         d_ok = offs_d < HEAD_DIM
         q_ok = (rows[:, None] < N_Q) & d_ok[None, :]
-        q = tl.load(q_ptr + b * q_b_stride + h * q_h_stride + rows[:, None] * q_n_stride + offs_d[None, :] * q_d_stride,
+        q = tl.load(q_ptr + _tile(b, h, rows, offs_d, q_b_stride, q_h_stride, q_n_stride, q_d_stride),
                     mask=q_ok, other=0.0)  # (BLOCK_M, BLOCK_D)
-        do = tl.load(do_ptr + b * do_b_stride + h * do_h_stride + rows[:, None] * do_n_stride
-                     + offs_d[None, :] * do_d_stride, mask=q_ok, other=0.0)  # (BLOCK_M, BLOCK_D)
+        do = tl.load(do_ptr + _tile(b, h, rows, offs_d, do_b_stride, do_h_stride, do_n_stride, do_d_stride),
+                     mask=q_ok, other=0.0)  # (BLOCK_M, BLOCK_D)
         row_base = bh.to(tl.int64) * N_Q
         lse = tl.load(lse_ptr + row_base + rows, mask=rows < N_Q, other=0.0)
         delta = tl.load(delta_ptr + row_base + rows, mask=rows < N_Q, other=0.0)
@@ -315,7 +320,7 @@ if triton is not None:
             dq += tl.dot(ds.to(kt.dtype), tl.trans(kt), input_precision=PRECISION)  # dQ = dS K
 
         dq = dq * sm_scale
-        tl.store(dq_ptr + b * dq_b_stride + h * dq_h_stride + rows[:, None] * dq_n_stride + offs_d[None, :] * dq_d_stride,
+        tl.store(dq_ptr + _tile(b, h, rows, offs_d, dq_b_stride, dq_h_stride, dq_n_stride, dq_d_stride),
                  dq.to(dq_ptr.dtype.element_ty), mask=q_ok)
 
 
