@@ -110,13 +110,46 @@ def _time_or_none(fn, device, grad_to_none=None, name=""):
         return None
 
 
-def bench_attention(device, dtype):
+def _grads(fn, inputs, grad_output, consts, dtype):
+    """fn(*inputs, *consts) in `dtype`, and the gradients of `inputs`, on fresh leaves (so nothing accumulates)."""
+    leaves = [t.detach().to(dtype).requires_grad_(True) for t in inputs]
+    cast = [c.to(dtype) if isinstance(c, torch.Tensor) and c.is_floating_point() else c for c in consts]
+    out = fn(*leaves, *cast)
+    out.backward(grad_output.to(dtype))
+    return [out.detach()] + [t.grad for t in leaves]
+
+
+def agreement(ours, torch_fn, inputs, grad_output, names, consts=()):
+    """The tests' 2x rule on the benchmark's own tensors: max error of our kernel and of PyTorch in the same dtype,
+    both against PyTorch in fp32, for the output and each gradient of `inputs` (`consts` take no gradient).
+    Returns one line, 'ok' or 'FAILED'."""
+    dtype = inputs[0].dtype
+    ref = _grads(torch_fn, inputs, grad_output, consts, torch.float32)
+    got, low = (_grads(fn, inputs, grad_output, consts, dtype) for fn in (ours, torch_fn))
+    parts, ok = [], True
+    for name, g, lo, r in zip(names, got, low, ref):
+        err, base = ((t.float() - r).abs().max().item() for t in (g, lo))
+        ok &= err <= 2 * base + 1e-2 * max(1.0, r.abs().max().item())
+        parts.append(f"{name} {err:.1e} (torch {base:.1e})")
+    return f"{'ok' if ok else 'FAILED'}: max error vs fp32, minigen (torch same dtype): " + ", ".join(parts)
+
+
+def _only(shapes, only):
+    """The shapes whose label contains `only` (all when it is None)."""
+    return [s for s in shapes if only is None or only.lower() in s[0].lower()]
+
+
+def bench_attention(device, dtype, only=None):
     rows = []
-    shapes = ATTENTION_SHAPES if device.type == "cuda" else CPU_SHAPES["attention"]
+    shapes = _only(ATTENTION_SHAPES if device.type == "cuda" else CPU_SHAPES["attention"], only)
     for label, B, H, N, D in shapes:
         q, k, v = (torch.randn(B, H, N, D, device=device, dtype=dtype, requires_grad=True) for _ in range(3))
         do = torch.randn_like(q)
-        for name, fn in _attention_contenders(device).items():
+        contenders = _attention_contenders(device)
+        if "minigen" in contenders:
+            sdpa = torch.nn.functional.scaled_dot_product_attention
+            print(f"  {label}: " + agreement(contenders["minigen"], sdpa, (q, k, v), do, ("out", "dq", "dk", "dv")))
+        for name, fn in contenders.items():
             fwd = _time_or_none(lambda: fn(q, k, v), device, name=f"{name} fwd {label}")
             both = _time_or_none(lambda: fn(q, k, v).backward(do), device, [q, k, v], f"{name} fwd+bwd {label}")
             for mode, ms in (("fwd", fwd), ("fwd+bwd", both)):
@@ -139,6 +172,8 @@ def _norm_contenders(device, reference, kernel, compile_):
 def _bench_norm(device, label, x, args, reference, kernel, compile_, extra_bytes):
     rows = []
     dy = torch.randn_like(x)
+    if device.type == "cuda" and _dispatch.triton_can_run(device)[0]:
+        print(f"  {label}: " + agreement(kernel, reference, (x,), dy, ("out", "dx"), consts=args))
     x_bytes = x.numel() * x.element_size()
     dst = torch.empty_like(x, requires_grad=False)
     copy_ms = median_ms(lambda: dst.copy_(x.detach()), device)
@@ -154,16 +189,16 @@ def _bench_norm(device, label, x, args, reference, kernel, compile_, extra_bytes
     return rows
 
 
-def bench_norm(device, dtype, compile_=True):
+def bench_norm(device, dtype, compile_=True, only=None):
     rows = []
-    ln_shapes = LAYERNORM_SHAPES if device.type == "cuda" else CPU_SHAPES["layernorm"]
+    ln_shapes = _only(LAYERNORM_SHAPES if device.type == "cuda" else CPU_SHAPES["layernorm"], only)
     for label, B, N, C in ln_shapes:
         x = torch.randn(B, N, C, device=device, dtype=dtype, requires_grad=True)
         shift, scale = (torch.randn(B, C, device=device, dtype=dtype) for _ in range(2))
         kernel = lambda x, s, t: layernorm_modulate(x, s, t, backend="triton")  # noqa: E731
         rows += _bench_norm(device, f"{label} B{B} N{N} C{C}", x, (shift, scale),
                             layernorm_modulate_reference, kernel, compile_, 2 * shift.numel() * shift.element_size())
-    gn_shapes = GROUPNORM_SHAPES if device.type == "cuda" else CPU_SHAPES["groupnorm"]
+    gn_shapes = _only(GROUPNORM_SHAPES if device.type == "cuda" else CPU_SHAPES["groupnorm"], only)
     for label, B, C, H, W, G in gn_shapes:
         x = torch.randn(B, C, H, W, device=device, dtype=dtype, requires_grad=True)
         w, b = torch.randn(C, device=device, dtype=dtype), torch.randn(C, device=device, dtype=dtype)
@@ -201,8 +236,27 @@ def device_label(device):
     return f"{name}, torch {torch.__version__}, triton {triton_version}"
 
 
-def run(which="all", *, device=None, dtype=None, compile=True):
-    """Measure and print the tables; returns the rows (dicts) for further use."""
+def record(rows, dtype):
+    """Store minigen's figure beside PyTorch's best-known default for each (kernel, shape, pass) in
+    docs/results.md (minigen.results), under the device's name. Only rows measured on a GPU have a minigen figure."""
+    from minigen import results
+    for r in rows:
+        if r["contender"] != "minigen" or r["value"] is None:
+            continue
+        base_name = "sdpa" if r["kernel"] == "attention" else "eager"
+        base = next((b["value"] for b in rows if (b["kernel"], b["shape"], b["mode"], b["contender"])
+                     == (r["kernel"], r["shape"], r["mode"], base_name)), None)
+        label = {"sdpa": "PyTorch SDPA, default backend", "eager": "eager PyTorch"}[base_name]
+        unit = "TFLOP/s" if r["kernel"] == "attention" else "GB/s"
+        if "roof" in r:
+            label += f" (copy {r['roof']:.0f} GB/s)"
+        results.record("07_kernels", f"{r['kernel']} {r['mode']} {r['shape']} {str(dtype).replace('torch.', '')}",
+                       r["value"], baseline=base, baseline_label=label, unit=unit)
+
+
+def run(which="all", *, device=None, dtype=None, compile=True, record_results=False, only=None):
+    """Measure and print the tables; returns the rows (dicts) for further use. `record_results` stores minigen's
+    GPU figures in docs/results.md; `only` keeps the shapes whose label contains it."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
     print(f"minigen.bench on {device_label(device)}, {str(dtype).replace('torch.', '')}")
@@ -213,17 +267,19 @@ def run(which="all", *, device=None, dtype=None, compile=True):
         print(f"The Triton kernels cannot run here ({_dispatch.triton_can_run(device)[1]}): PyTorch only.")
     rows = []
     if which in ("attention", "all"):
-        att = bench_attention(device, dtype)
+        att = bench_attention(device, dtype, only)
         print("\nattention " + format_table(att, "TFLOP/s = attention_flops / time: 4*B*H*N*N*D forward, 3.5x that "
                                             "forward+backward"))
         rows += att
     if which in ("norm", "all"):
-        norm = bench_norm(device, dtype, compile_=compile)
+        norm = bench_norm(device, dtype, compile_=compile, only=only)
         for kernel in dict.fromkeys(r["kernel"] for r in norm):
             print(f"\n{kernel} " + format_table([r for r in norm if r["kernel"] == kernel],
                                                  "GB/s = bytes moved at least / time; forward reads x and writes y, "
                                                  "backward also reads dy and writes dx; 'copy' = GB/s of copying x into a preallocated tensor"))
         rows += norm
+    if record_results:
+        record(rows, dtype)
     return rows
 
 
@@ -232,9 +288,17 @@ def main(argv=None):
     parser.add_argument("which", nargs="?", default="all", choices=("attention", "norm", "all"))
     parser.add_argument("--dtype", default=None, choices=("bf16", "fp16", "fp32"), help="default: bf16 on a GPU")
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile (its compile time is long)")
+    parser.add_argument("--record", action="store_true", help="store minigen's GPU figures in docs/results.md")
+    parser.add_argument("--json", default=None, help="also write every measured row to this JSON file")
+    parser.add_argument("--only", default=None, help="keep the shapes whose label contains this, e.g. 512px")
     args = parser.parse_args(argv)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32, None: None}[args.dtype]
-    run(args.which, dtype=dtype, compile=not args.no_compile)
+    rows = run(args.which, dtype=dtype, compile=not args.no_compile, record_results=args.record,
+               only=args.only)
+    if args.json:
+        import json
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ def results_path() -> Path:
 def machine() -> str:
     """A short description of this machine: the GPU's name, or the CPU and its core count."""
     if torch.cuda.is_available():
-        return torch.cuda.get_device_name(0)
+        return f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}"
     return f"CPU {cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}"
 
 

@@ -4,7 +4,7 @@
     python scripts/course_table.py time --profile cpu --inplace 00 03   # re-run these in place (make execute)
     python scripts/course_table.py readme                # rewrite the table in README.md
 
-`time` executes each notebook with nbconvert under the given profile (outputs are discarded, the committed
+`time` executes each notebook with nbclient under the given profile (outputs are discarded, the committed
 notebook is untouched) and records "wall time" for it in docs/results.json with this machine's name.
 `readme` renders the table between the <!-- notebook-table --> markers from the notebooks' titles, the
 one-line summaries below, and the recorded times.
@@ -12,9 +12,7 @@ one-line summaries below, and the recorded times.
 import argparse
 import json
 import os
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -55,21 +53,30 @@ def title(path: Path) -> str:
     return first.lstrip("# ").strip()
 
 
+def execute(path: Path, inplace: bool) -> None:
+    """Run every cell of the notebook at `path` in a fresh kernel (nbclient, as `jupyter nbconvert --execute`
+    does, with the notebook's folder as the working directory); with `inplace`, write the outputs back."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(path, as_version=4)
+    NotebookClient(nb, timeout=None, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
+    if inplace:
+        nbformat.write(nb, path)
+
+
 def time_all(profile: str, inplace: bool, names: list[str]) -> None:
     """Execute each notebook under `profile` and record its wall time. With `inplace` the executed notebook
     replaces the committed one (what `make execute` does); otherwise its outputs are thrown away."""
-    env = {**os.environ, "MINIGEN_PROFILE": profile}
+    os.environ["MINIGEN_PROFILE"] = profile  # the kernel inherits this process's environment
     if profile == "ci":
-        env["MINIGEN_RECORD"] = "1"  # results.record skips ci figures unless asked
+        os.environ["MINIGEN_RECORD"] = "1"  # results.record skips ci figures unless asked
     if profile != "gpu":
-        env.setdefault("TRITON_INTERPRET", "1")  # the kernels notebook runs its Triton cells in the interpreter
+        os.environ.setdefault("TRITON_INTERPRET", "1")  # the kernels notebook runs its Triton cells in the interpreter
     for path in notebooks(names):
-        with tempfile.TemporaryDirectory() as out:
-            target = ["--inplace"] if inplace else ["--output-dir", out]
-            start = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute",
-                            "--ExecutePreprocessor.timeout=-1", *target, str(path)], check=True, env=env, cwd=ROOT)
-            seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        execute(path, inplace)
+        seconds = time.perf_counter() - start
         record(path.stem, "wall time, whole notebook", seconds, unit="s", profile=profile)
         print(f"{path.name}: {seconds:.0f} s at the {profile} profile", flush=True)
 

@@ -57,6 +57,7 @@ def compare(q, k, v, do, **kw):
     (113, 113, 40, True, True, torch.float16),
     (64, 64, 128, False, False, torch.float16),
     (33, 33, 16, True, False, torch.float32),
+    (97, 128, 40, False, False, torch.float32),  # keys a tile multiple, no mask: the unmasked fast path
 ])
 def test_forward_and_gradients(N, M, D, causal, padded, dtype):
     q, k, v = make_qkv(1, 2, N, M, D, dtype)
@@ -176,9 +177,12 @@ def build(kernel, constexprs, num_warps):
     print("compiled", fn.__name__)
 
 # DiT-XL's head dim 72 (padded to 128), bf16, causal and key padding: every feature at once
-c = dict(HEAD_DIM=72, BLOCK_D=128, CAUSAL=True, HAS_MASK=True, PRECISION="tf32")
-fwd = dict(HEAD_DIM=72, BLOCK_D0=64, BLOCK_D1=16, SPLIT_D=True, CAUSAL=True, HAS_MASK=True, PRECISION="tf32")
+c = dict(HEAD_DIM=72, BLOCK_D=128, CAUSAL=True, HAS_MASK=True, PRECISION="tf32", NEED_MASK=True)
+fwd = dict(HEAD_DIM=72, BLOCK_D0=64, BLOCK_D1=16, SPLIT_D=True, CAUSAL=True, HAS_MASK=True, PRECISION="tf32",
+           NEED_MASK=True)
 build(A._attn_fwd_kernel, dict(fwd, BLOCK_M=128, BLOCK_N=64), 4)
+build(A._attn_fwd_kernel, dict(fwd, HEAD_DIM=64, SPLIT_D=False, CAUSAL=False, HAS_MASK=False, NEED_MASK=False,
+                               BLOCK_M=128, BLOCK_N=128), 8)  # the fast path: no mask at all
 build(A._attn_bwd_delta_kernel, dict(HEAD_DIM=72, BLOCK_D=128, BLOCK_M=64), 4)
 build(A._attn_bwd_dkdv_kernel, dict(c, BLOCK_M=32, BLOCK_N=128), 8)
 build(A._attn_bwd_dq_kernel, dict(c, BLOCK_M=128, BLOCK_N=32), 8)
@@ -188,7 +192,7 @@ build(A._attn_bwd_dq_kernel, dict(c, BLOCK_M=128, BLOCK_N=32), 8)
 def test_kernels_compile_for_hopper_without_a_gpu():
     """The interpreter never runs Triton's compiler; this does: ttir -> ttgir -> PTX -> cubin for sm_90 (ptxas
     ships with triton), in a subprocess with the interpreter off. It catches what only compiled mode rejects."""
-    assert kernel_checks.compile_for_hopper(COMPILE_SCRIPT).count("compiled") == 4
+    assert kernel_checks.compile_for_hopper(COMPILE_SCRIPT).count("compiled") == 5
 
 
 def test_bench_on_cpu_runs_references_and_says_so(monkeypatch, capsys):

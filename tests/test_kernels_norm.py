@@ -42,7 +42,8 @@ def randn(*shape, seed=0, scale=1.0, offset=0.0):
 
 
 @pytest.mark.parametrize("B, N, C, dtype", [(2, 97, 72, torch.float32), (2, 113, 40, torch.float16),
-                                            (1, 7, 1152, torch.float32)] + [(2, 33, 96, d) for d in LOW[1:]])
+                                            (1, 7, 1152, torch.float32),
+                                            (2, 41, 1152, torch.float32)] + [(2, 33, 96, d) for d in LOW[1:]])
 def test_layernorm_modulate(B, N, C, dtype):
     inputs = [randn(B, N, C, scale=2.0, offset=3.0), randn(B, C, seed=1), randn(B, C, seed=2, scale=0.3)]
     compare(lambda x, s, t: layernorm_modulate(x, s, t, backend="triton"), layernorm_modulate_reference, inputs,
@@ -64,9 +65,9 @@ def test_layernorm_modulate_strided_and_stride0_grad():
         check_2x(name, got, want, want, torch.float32)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32] + LOW)
-def test_gated_residual(dtype):
-    B, N, C = 2, 97, 72
+@pytest.mark.parametrize("B, N, C, dtype", [(2, 97, 72, d) for d in [torch.float32] + LOW]
+                         + [(2, 41, 1152, torch.float32)])  # several row chunks per program
+def test_gated_residual(B, N, C, dtype):
     inputs = [randn(B, N, C), randn(B, N, C, seed=1), randn(B, C, seed=2)]
     compare(lambda x, y, g: gated_residual(x, y, g, backend="triton"), gated_residual_reference, inputs, dtype,
             grad_output=randn(B, N, C, seed=3))
@@ -143,9 +144,9 @@ def build(kernel, constexprs, num_warps):
 
 rows = dict(BLOCK_R=2, BLOCK_C=2048)  # DiT-XL's C = 1152
 build(norm._ln_modulate_fwd_kernel, rows, 8)
-build(norm._ln_modulate_bwd_kernel, rows, 8)
+build(norm._ln_modulate_bwd_kernel, dict(rows, ROWS=16), 8)
 build(norm._gated_residual_fwd_kernel, rows, 8)
-build(norm._gated_residual_bwd_kernel, rows, 8)
+build(norm._gated_residual_bwd_kernel, dict(rows, ROWS=16), 8)
 groups = dict(GROUP_C=8, BLOCK_CG=8, BLOCK_S=512)  # C = 256 in 32 groups
 build(norm._groupnorm_silu_fwd_kernel, groups, 8)
 build(norm._groupnorm_silu_bwd_kernel, groups, 8)

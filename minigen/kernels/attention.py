@@ -19,6 +19,8 @@ Public API (the models call it through `minigen.nn`):
 Order of this file (DESIGN section 5): the reference; the Triton kernels (forward, backward preprocessing,
 dK/dV pass, dQ pass); the host functions; the autograd.Function; the dispatcher.
 """
+import os
+
 import torch
 import torch.nn.functional as F
 
@@ -71,20 +73,30 @@ def _attention_sdpa(q, k, v, causal, key_padding_mask, scale):
 
 if triton is not None:
 
-    def _configs(pairs, interpreter_pair=(64, 64)):
-        """Autotuning candidates as (BLOCK_M, BLOCK_N, num_warps, num_stages); the interpreter gets one small
-        config (it runs programs one by one in NumPy, so tuning would only cost time)."""
+    def _configs(pairs, quick=2):
+        """Autotuning candidates as (BLOCK_M, BLOCK_N, num_warps, num_stages), best guess first.
+
+        The interpreter gets one small config (it runs programs one by one in NumPy, so tuning would only cost
+        time); MINIGEN_AUTOTUNE=0 keeps the first `quick` candidates, which cuts the compile time of a test run
+        on a GPU (every new shape key compiles and times each candidate)."""
         if interpreting():
-            return [triton.Config({"BLOCK_M": interpreter_pair[0], "BLOCK_N": interpreter_pair[1]},
-                                  num_warps=4, num_stages=1)]
+            return [triton.Config({"BLOCK_M": 64, "BLOCK_N": 64}, num_warps=4, num_stages=1)]
+        if os.environ.get("MINIGEN_AUTOTUNE", "1") == "0":
+            pairs = pairs[:quick]
         return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s) for bm, bn, w, s in pairs]
 
-    # H100: 128-query tiles with 64-key tiles and 3-4 stages keep the tensor cores fed at D = 64..128;
-    # a configuration that does not fit shared memory is skipped by the autotuner.
-    _FWD_CONFIGS = _configs([(128, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3), (128, 32, 4, 4), (64, 64, 4, 4)])
-    _DKDV_CONFIGS = _configs([(32, 128, 8, 3), (64, 128, 8, 3), (32, 64, 4, 3), (64, 64, 4, 3)])
-    _DQ_CONFIGS = _configs([(128, 32, 8, 3), (128, 64, 8, 3), (64, 32, 4, 3), (64, 64, 4, 3)])
+    # Hopper (H100/H200): 128-query tiles keep the tensor cores fed at D = 64..128; 64-key tiles with 4 warps suit
+    # D = 128, 128-key tiles with 8 warps suit D <= 64. The last candidate of each list is small enough to fit any
+    # D in fp32 (tests); a candidate that does not fit shared memory is skipped by the autotuner.
+    _FWD_CONFIGS = _configs([(128, 64, 4, 3), (64, 32, 4, 2), (128, 128, 8, 3), (128, 64, 8, 3), (128, 128, 8, 2),
+                             (128, 64, 4, 4), (128, 32, 4, 4), (64, 64, 4, 4)])
+    _DKDV_CONFIGS = _configs([(32, 128, 8, 3), (32, 64, 4, 2), (32, 128, 4, 3), (32, 128, 4, 5), (64, 128, 8, 3),
+                              (64, 64, 4, 3)])
+    _DQ_CONFIGS = _configs([(128, 32, 8, 3), (64, 32, 4, 2), (128, 32, 4, 5), (128, 64, 8, 3), (64, 64, 4, 3)])
     _KEY = ["N_Q", "N_K", "HEAD_DIM", "CAUSAL", "HAS_MASK"]
+    # The score tile needs masking only where some pair in it must not take part: a causal or padding mask, or a
+    # last key tile that runs past N_K. Most DiT shapes (N a multiple of the tile, no mask) skip it entirely.
+    _NEEDS_MASK = {"NEED_MASK": lambda a: bool(a["CAUSAL"] or a["HAS_MASK"] or a["N_K"] % a["BLOCK_N"] != 0)}
 
     @triton.jit
     def _keep(rows, cols, N_Q, key_ok, CAUSAL: tl.constexpr):
@@ -111,6 +123,7 @@ if triton is not None:
         return ok
 
     @triton.autotune(configs=_FWD_CONFIGS, key=_KEY)
+    @triton.heuristics(_NEEDS_MASK)
     @triton.jit
     def _attn_fwd_kernel(q_ptr, k_ptr, v_ptr, o_ptr, lse_ptr, mask_ptr,
                          q_b_stride, q_h_stride, q_n_stride, q_d_stride,
@@ -121,7 +134,8 @@ if triton is not None:
                          H, N_Q, N_K, qk_scale,
                          HEAD_DIM: tl.constexpr, BLOCK_D0: tl.constexpr, BLOCK_D1: tl.constexpr,
                          SPLIT_D: tl.constexpr, CAUSAL: tl.constexpr, HAS_MASK: tl.constexpr,
-                         PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+                         PRECISION: tl.constexpr, NEED_MASK: tl.constexpr,
+                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
         """One program: BLOCK_M queries of one (batch, head), all keys in tiles of BLOCK_N, online softmax.
 
         The head dim is covered by one power-of-two chunk of BLOCK_D0 (zero-padded past HEAD_DIM) or, with SPLIT_D,
@@ -160,7 +174,8 @@ if triton is not None:
                 kt1 = tl.load(k_base + cols[None, :] * k_n_stride + d1[:, None] * k_d_stride,
                               mask=(cols[None, :] < N_K) & (d1 < HEAD_DIM)[:, None], other=0.0)
                 s = tl.dot(q1, kt1, acc=s, input_precision=PRECISION)
-            s = tl.where(_keep(rows[:, None], cols[None, :], N_Q, key_ok[None, :], CAUSAL), s, float("-inf"))
+            if NEED_MASK:  # (query rows past N_Q need no mask: they are computed on zeros and never stored)
+                s = tl.where(_keep(rows[:, None], cols[None, :], N_Q, key_ok[None, :], CAUSAL), s, float("-inf"))
 
             m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale)  # in log2 units: q.k * scale * log2 e
             m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with no key yet: avoid -inf - -inf
@@ -207,6 +222,7 @@ if triton is not None:
         tl.store(delta_ptr + bh.to(tl.int64) * N_Q + rows, tl.sum(o * do, 1), mask=rows < N_Q)
 
     @triton.autotune(configs=_DKDV_CONFIGS, key=_KEY)
+    @triton.heuristics(_NEEDS_MASK)
     @triton.jit
     def _attn_bwd_dkdv_kernel(q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, delta_ptr, mask_ptr, dk_ptr, dv_ptr,
                               q_b_stride, q_h_stride, q_n_stride, q_d_stride,
@@ -217,7 +233,7 @@ if triton is not None:
                               mask_b_stride, mask_n_stride,
                               H, N_Q, N_K, qk_scale, sm_scale,
                               HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, CAUSAL: tl.constexpr,
-                              HAS_MASK: tl.constexpr, PRECISION: tl.constexpr,
+                              HAS_MASK: tl.constexpr, PRECISION: tl.constexpr, NEED_MASK: tl.constexpr,
                               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
         """One program: BLOCK_N keys of one (batch, head); walks over query tiles, accumulates dK and dV.
         dK and dV are contiguous tensors of k's shape, so they share `dk_*_stride`."""
@@ -255,8 +271,10 @@ if triton is not None:
             delta = tl.load(delta_ptr + row_base + rows, mask=row_ok, other=0.0)
 
             st = tl.dot(k, qt, input_precision=PRECISION) * qk_scale  # (BLOCK_N, BLOCK_M), log2 units
-            keep = _keep(rows[None, :], cols[:, None], N_Q, key_ok[:, None], CAUSAL)  # (BLOCK_N, BLOCK_M)
-            pt = tl.exp2(tl.where(keep, st - lse[None, :], float("-inf")))  # P^T, exactly the forward's P
+            if NEED_MASK:
+                keep = _keep(rows[None, :], cols[:, None], N_Q, key_ok[:, None], CAUSAL)  # (BLOCK_N, BLOCK_M)
+                st = tl.where(keep, st, float("-inf"))
+            pt = tl.exp2(st - lse[None, :])  # P^T, exactly the forward's P
             dv += tl.dot(pt.to(do.dtype), do, input_precision=PRECISION)  # dV = P^T dO
             dpt = tl.dot(v, tl.trans(do), input_precision=PRECISION)  # (BLOCK_N, BLOCK_M) = (dO V^T)^T
             dst = pt * (dpt - delta[None, :])  # dS = P * (dP - Delta), softmax's backward
@@ -268,6 +286,7 @@ if triton is not None:
         tl.store(dv_ptr + out, dv.to(dv_ptr.dtype.element_ty), mask=kv_ok)
 
     @triton.autotune(configs=_DQ_CONFIGS, key=_KEY)
+    @triton.heuristics(_NEEDS_MASK)
     @triton.jit
     def _attn_bwd_dq_kernel(q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, delta_ptr, mask_ptr, dq_ptr,
                             q_b_stride, q_h_stride, q_n_stride, q_d_stride,
@@ -278,7 +297,7 @@ if triton is not None:
                             mask_b_stride, mask_n_stride,
                             H, N_Q, N_K, qk_scale, sm_scale,
                             HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, CAUSAL: tl.constexpr,
-                            HAS_MASK: tl.constexpr, PRECISION: tl.constexpr,
+                            HAS_MASK: tl.constexpr, PRECISION: tl.constexpr, NEED_MASK: tl.constexpr,
                             BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
         """One program: BLOCK_M queries of one (batch, head); walks over key tiles, accumulates dQ."""
         start_m = tl.program_id(0) * BLOCK_M
@@ -313,8 +332,10 @@ if triton is not None:
             vt = tl.load(v_base + cols[None, :] * v_n_stride + offs_d[:, None] * v_d_stride,
                          mask=kv_ok, other=0.0)  # (BLOCK_D, BLOCK_N)
             s = tl.dot(q, kt, input_precision=PRECISION) * qk_scale  # (BLOCK_M, BLOCK_N)
-            keep = _keep(rows[:, None], cols[None, :], N_Q, key_ok[None, :], CAUSAL)  # (BLOCK_M, BLOCK_N)
-            p = tl.exp2(tl.where(keep, s - lse[:, None], float("-inf")))
+            if NEED_MASK:
+                keep = _keep(rows[:, None], cols[None, :], N_Q, key_ok[None, :], CAUSAL)  # (BLOCK_M, BLOCK_N)
+                s = tl.where(keep, s, float("-inf"))
+            p = tl.exp2(s - lse[:, None])
             dp = tl.dot(do, vt, input_precision=PRECISION)  # (BLOCK_M, BLOCK_N) = dO V^T
             ds = p * (dp - delta[:, None])
             dq += tl.dot(ds.to(kt.dtype), tl.trans(kt), input_precision=PRECISION)  # dQ = dS K

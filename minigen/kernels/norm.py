@@ -76,30 +76,36 @@ if triton is not None:
     @triton.jit
     def _ln_modulate_bwd_kernel(x_ptr, scale_ptr, dy_ptr, mean_ptr, rstd_ptr, dx_ptr, dshift_ptr, dscale_ptr,
                                 scale_b_stride, dy_b_stride, dy_n_stride, dy_c_stride, N, C,
-                                BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
-        """dx for BLOCK_R rows, and this tile's partial sums of dshift and dscale (summed over tiles on the host).
-        dy may have any strides (a stride-0 dy comes from `y.sum().backward()`)."""
+                                ROWS: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+        """dx for ROWS rows (in chunks of BLOCK_R), and their sums of dshift and dscale (summed over programs on
+        the host). Many rows per program keep those partial sums small next to x. dy may have any strides (a
+        stride-0 dy comes from `y.sum().backward()`)."""
         b = tl.program_id(0).to(tl.int64)
         tile = tl.program_id(1)
-        rows = tile * BLOCK_R + tl.arange(0, BLOCK_R)
         cols = tl.arange(0, BLOCK_C)
         col_ok = cols < C
-        ok = (rows[:, None] < N) & col_ok[None, :]
-        offs = (b * N + rows[:, None]) * C + cols[None, :]
-        x = tl.load(x_ptr + offs, mask=ok, other=0.0).to(tl.float32)
-        dy = tl.load(dy_ptr + b * dy_b_stride + rows[:, None] * dy_n_stride + cols[None, :] * dy_c_stride,
-                     mask=ok, other=0.0).to(tl.float32)
-        mean = tl.load(mean_ptr + b * N + rows, mask=rows < N, other=0.0)
-        rstd = tl.load(rstd_ptr + b * N + rows, mask=rows < N, other=0.0)
         scale = tl.load(scale_ptr + b * scale_b_stride + cols, mask=col_ok, other=0.0).to(tl.float32)
-        xhat = tl.where(ok, (x - mean[:, None]) * rstd[:, None], 0.0)
-        g = dy * (1.0 + scale[None, :])  # gradient reaching LN(x)
-        # LayerNorm's backward: dx = rstd * (g - mean(g) - xhat * mean(g * xhat)), means over C
-        dx = rstd[:, None] * (g - (tl.sum(g, 1) / C)[:, None] - xhat * (tl.sum(g * xhat, 1) / C)[:, None])
-        tl.store(dx_ptr + offs, dx.to(dx_ptr.dtype.element_ty), mask=ok)
+        dshift = tl.zeros([BLOCK_C], tl.float32)
+        dscale = tl.zeros([BLOCK_C], tl.float32)
+        for r0 in range(0, ROWS, BLOCK_R):
+            rows = tile * ROWS + r0 + tl.arange(0, BLOCK_R)
+            ok = (rows[:, None] < N) & col_ok[None, :]
+            offs = (b * N + rows[:, None]) * C + cols[None, :]
+            x = tl.load(x_ptr + offs, mask=ok, other=0.0).to(tl.float32)
+            dy = tl.load(dy_ptr + b * dy_b_stride + rows[:, None] * dy_n_stride + cols[None, :] * dy_c_stride,
+                         mask=ok, other=0.0).to(tl.float32)
+            mean = tl.load(mean_ptr + b * N + rows, mask=rows < N, other=0.0)
+            rstd = tl.load(rstd_ptr + b * N + rows, mask=rows < N, other=0.0)
+            xhat = tl.where(ok, (x - mean[:, None]) * rstd[:, None], 0.0)
+            g = dy * (1.0 + scale[None, :])  # gradient reaching LN(x)
+            # LayerNorm's backward: dx = rstd * (g - mean(g) - xhat * mean(g * xhat)), means over C
+            dx = rstd[:, None] * (g - (tl.sum(g, 1) / C)[:, None] - xhat * (tl.sum(g * xhat, 1) / C)[:, None])
+            tl.store(dx_ptr + offs, dx.to(dx_ptr.dtype.element_ty), mask=ok)
+            dshift += tl.sum(dy, 0)
+            dscale += tl.sum(dy * xhat, 0)
         part = (b * tl.num_programs(1) + tile) * C + cols
-        tl.store(dshift_ptr + part, tl.sum(dy, 0), mask=col_ok)
-        tl.store(dscale_ptr + part, tl.sum(dy * xhat, 0), mask=col_ok)
+        tl.store(dshift_ptr + part, dshift, mask=col_ok)
+        tl.store(dscale_ptr + part, dscale, mask=col_ok)
 
     @triton.jit
     def _gated_residual_fwd_kernel(x_ptr, y_ptr, gate_ptr, out_ptr, gate_b_stride, N, C,
@@ -117,20 +123,23 @@ if triton is not None:
     @triton.jit
     def _gated_residual_bwd_kernel(y_ptr, gate_ptr, dout_ptr, dy_ptr, dgate_ptr,
                                    gate_b_stride, dout_b_stride, dout_n_stride, dout_c_stride, N, C,
-                                   BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
-        """dy = gate * dout and this tile's partial dgate = sum over tokens of dout * y (dx = dout, no kernel)."""
+                                   ROWS: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+        """dy = gate * dout for ROWS rows and their sum of dgate = dout * y (dx = dout, no kernel)."""
         b = tl.program_id(0).to(tl.int64)
         tile = tl.program_id(1)
-        rows = tile * BLOCK_R + tl.arange(0, BLOCK_R)
         cols = tl.arange(0, BLOCK_C)
-        ok = (rows[:, None] < N) & (cols[None, :] < C)
-        offs = (b * N + rows[:, None]) * C + cols[None, :]
-        y = tl.load(y_ptr + offs, mask=ok, other=0.0).to(tl.float32)
-        dout = tl.load(dout_ptr + b * dout_b_stride + rows[:, None] * dout_n_stride + cols[None, :] * dout_c_stride,
-                       mask=ok, other=0.0).to(tl.float32)
         gate = tl.load(gate_ptr + b * gate_b_stride + cols, mask=cols < C, other=0.0).to(tl.float32)
-        tl.store(dy_ptr + offs, (gate[None, :] * dout).to(dy_ptr.dtype.element_ty), mask=ok)
-        tl.store(dgate_ptr + (b * tl.num_programs(1) + tile) * C + cols, tl.sum(dout * y, 0), mask=cols < C)
+        dgate = tl.zeros([BLOCK_C], tl.float32)
+        for r0 in range(0, ROWS, BLOCK_R):
+            rows = tile * ROWS + r0 + tl.arange(0, BLOCK_R)
+            ok = (rows[:, None] < N) & (cols[None, :] < C)
+            offs = (b * N + rows[:, None]) * C + cols[None, :]
+            y = tl.load(y_ptr + offs, mask=ok, other=0.0).to(tl.float32)
+            dout = tl.load(dout_ptr + b * dout_b_stride + rows[:, None] * dout_n_stride
+                           + cols[None, :] * dout_c_stride, mask=ok, other=0.0).to(tl.float32)
+            tl.store(dy_ptr + offs, (gate[None, :] * dout).to(dy_ptr.dtype.element_ty), mask=ok)
+            dgate += tl.sum(dout * y, 0)
+        tl.store(dgate_ptr + (b * tl.num_programs(1) + tile) * C + cols, dgate, mask=cols < C)
 
     @triton.jit
     def _groupnorm_silu_fwd_kernel(x_ptr, w_ptr, b_ptr, y_ptr, mean_ptr, rstd_ptr, C, S, eps,
@@ -249,16 +258,24 @@ def _ln_modulate_forward(x, shift, scale, eps):
     return y, mean, rstd
 
 
+def _reduce_rows(N: int, block_r: int) -> int:
+    """Rows per program for the backward kernels that also sum over rows (dshift, dscale, dgate): each program
+    writes a (C,) fp32 partial sum per vector, so 16+ rows per program keep those writes under ~15 % of the bytes
+    the backward must move, while short sequences still get several programs per sample."""
+    return max(block_r, min(16, triton.next_power_of_2(N)))
+
+
 def _ln_modulate_backward(dy, x, scale, mean, rstd):
     B, N, C = x.shape
     block_r, block_c, warps = _row_blocks(C)
-    tiles = triton.cdiv(N, block_r)
+    rows = _reduce_rows(N, block_r)
+    tiles = triton.cdiv(N, rows)
     dx = torch.empty_like(x)
     dshift = torch.empty((B, tiles, C), dtype=torch.float32, device=x.device)
     dscale = torch.empty_like(dshift)
     _ln_modulate_bwd_kernel[(B, tiles)](x, scale, dy, mean, rstd, dx, dshift, dscale,
                                         scale.stride(0), *dy.stride(), N, C,
-                                        BLOCK_R=block_r, BLOCK_C=block_c, num_warps=warps)
+                                        ROWS=rows, BLOCK_R=block_r, BLOCK_C=block_c, num_warps=warps)
     return dx, dshift.sum(1), dscale.sum(1)  # (B, C) each: partial sums over token tiles added up
 
 
@@ -337,11 +354,12 @@ class GatedResidual(torch.autograd.Function):
         y, gate = ctx.saved_tensors
         B, N, C = y.shape
         block_r, block_c, warps = _row_blocks(C)
-        tiles = triton.cdiv(N, block_r)
+        rows = _reduce_rows(N, block_r)
+        tiles = triton.cdiv(N, rows)
         dy = torch.empty_like(y)
         dgate = torch.empty((B, tiles, C), dtype=torch.float32, device=y.device)
         _gated_residual_bwd_kernel[(B, tiles)](y, gate, dout, dy, dgate, gate.stride(0), *dout.stride(), N, C,
-                                               BLOCK_R=block_r, BLOCK_C=block_c, num_warps=warps)
+                                               ROWS=rows, BLOCK_R=block_r, BLOCK_C=block_c, num_warps=warps)
         return dout, dy, dgate.sum(1).to(gate.dtype)
 
 

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The kernels' GPU evidence in one run (DESIGN section 5), for a CUDA machine whose python3 has torch and triton:
+#   1. the kernel tests compiled on CUDA (fp32, fp16 and bf16), while side processes warm Triton's and
+#      torch.compile's caches for the benchmark shapes (their timings are thrown away);
+#   2. notebook 07 at the gpu profile on a quiet GPU: its benchmark cell times every contender and records
+#      minigen's figures in docs/results.md; its wall time goes there too.
+# usage: OUT=some/dir bash scripts/gpu_check.sh     (results: $OUT/log.txt, $OUT/tests.txt, the executed notebook)
+set -u
+OUT=${OUT:-gpu_check}
+mkdir -p "$OUT" /tmp/warm
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+log="$OUT/log.txt"
+{ date -u; nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
+  python3 -c "import torch, triton; print('torch', torch.__version__, '| triton', triton.__version__)"; } 2>&1 | tee "$log"
+
+start=$SECONDS
+i=0
+for shape in 256px 512px "N4096 d64" "N4096 d128" "course DiT" "course video"; do
+  i=$((i + 1))
+  timeout 300 python3 -m minigen.bench attention --only "$shape" >/tmp/warm/attention$i.txt 2>&1 &
+done
+timeout 300 python3 -m minigen.bench norm >/tmp/warm/norm.txt 2>&1 &
+MINIGEN_TEST_GPU=1 MINIGEN_AUTOTUNE=0 timeout 300 python3 -m pytest -q -s -p no:cacheprovider tests -k kernel \
+  >"$OUT/tests.txt" 2>&1
+echo "kernel tests on CUDA: exit $? in $((SECONDS - start)) s; $(tail -n 1 "$OUT/tests.txt")" | tee -a "$log"
+wait
+echo "caches warm after $((SECONDS - start)) s; warm-up runs that failed:" | tee -a "$log"
+grep -l -i -E "Traceback|Error" /tmp/warm/*.txt | while read -r f; do echo "== $f"; tail -n 5 "$f"; done | tee -a "$log"
+
+start=$SECONDS
+if timeout 420 python3 scripts/course_table.py time --profile gpu --inplace 07 >>"$log" 2>&1; then
+  echo "notebook 07 at the gpu profile: ok in $((SECONDS - start)) s" | tee -a "$log"
+else
+  echo "notebook 07 failed after $((SECONDS - start)) s; the benchmark alone:" | tee -a "$log"
+  timeout 300 python3 -m minigen.bench all --record >>"$log" 2>&1
+fi
+cp notebooks/07_kernels.ipynb docs/results.json docs/results.md "$OUT"/
