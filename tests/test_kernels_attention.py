@@ -178,10 +178,10 @@ def build(kernel, constexprs, num_warps):
 
 # DiT-XL's head dim 72 (padded to 128), bf16, causal and key padding: every feature at once
 c = dict(HEAD_DIM=72, BLOCK_D=128, CAUSAL=True, HAS_MASK=True, PRECISION="tf32", NEED_MASK=True)
-fwd = dict(HEAD_DIM=72, BLOCK_D0=64, BLOCK_D1=16, SPLIT_D=True, CAUSAL=True, HAS_MASK=True, PRECISION="tf32",
-           NEED_MASK=True)
+fwd = dict(HEAD_DIM=40, BLOCK_D0=32, BLOCK_D1=16, SPLIT_D=True, CAUSAL=True, HAS_MASK=True, PRECISION="tf32",
+           NEED_MASK=True)  # the forward's split head dim, 40 = 32 + 16
 build(A._attn_fwd_kernel, dict(fwd, BLOCK_M=128, BLOCK_N=64), 4)
-build(A._attn_fwd_kernel, dict(fwd, HEAD_DIM=64, SPLIT_D=False, CAUSAL=False, HAS_MASK=False, NEED_MASK=False,
+build(A._attn_fwd_kernel, dict(fwd, HEAD_DIM=64, BLOCK_D0=64, SPLIT_D=False, CAUSAL=False, HAS_MASK=False, NEED_MASK=False,
                                BLOCK_M=128, BLOCK_N=128), 8)  # the fast path: no mask at all
 build(A._attn_bwd_delta_kernel, dict(HEAD_DIM=72, BLOCK_D=128, BLOCK_M=64), 4)
 build(A._attn_bwd_dkdv_kernel, dict(c, BLOCK_M=32, BLOCK_N=128), 8)

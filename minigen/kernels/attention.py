@@ -139,7 +139,7 @@ if triton is not None:
         """One program: BLOCK_M queries of one (batch, head), all keys in tiles of BLOCK_N, online softmax.
 
         The head dim is covered by one power-of-two chunk of BLOCK_D0 (zero-padded past HEAD_DIM) or, with SPLIT_D,
-        by two: d = 72 as 64 + 16 rather than 128, which saves 3/8 of the tensor-core work at DiT-XL's head dim."""
+        by two: d = 40 as 32 + 16 rather than 64, d = 96 as 64 + 32 rather than 128 (see `_split_d`)."""
         start_m = tl.program_id(0) * BLOCK_M
         bh = tl.program_id(1)
         b = (bh // H).to(tl.int64)  # 64-bit offsets: B*H*N*D may pass 2**31
@@ -355,12 +355,16 @@ def _block_d(head_dim: int) -> int:
 
 def _split_d(head_dim: int) -> tuple[int, int, bool]:
     """(BLOCK_D0, BLOCK_D1, SPLIT_D) for the forward: two power-of-two chunks when they pad less than one does,
-    e.g. 72 -> 64 + 16 (not 128), 40 -> 32 + 16 (not 64), 96 -> 64 + 32; powers of two stay whole."""
+    e.g. 40 -> 32 + 16 (not 64), 48 -> 32 + 16, 96 -> 64 + 32; powers of two stay whole.
+
+    A second chunk under half the first is not used: on an H200 (Triton 3.6, bf16/fp16) the 64 + 16 split of
+    DiT-XL's 72 faulted with an illegal memory access, while 32 + 16 and 64 + 32 ran and matched the reference
+    (docs/kernels.md). So 72 and 80 pad to 128 until that is understood."""
     first = 1 << (head_dim.bit_length() - 1)  # largest power of two <= head_dim
     if first < 32 or first == head_dim:
         return _block_d(head_dim), 16, False
     second = _block_d(head_dim - first)
-    if first + second >= _block_d(head_dim):
+    if first + second >= _block_d(head_dim) or second < first // 2:
         return _block_d(head_dim), 16, False
     return first, second, True
 
