@@ -17,11 +17,11 @@ start=$SECONDS
 i=0
 for shape in 256px 512px "N4096 d64" "N4096 d128" "course DiT" "course video"; do
   i=$((i + 1))
-  timeout 200 python3 -m minigen.bench attention --only "$shape" >/tmp/warm/attention$i.txt 2>&1 &
+  timeout 150 python3 -m minigen.bench attention --only "$shape" >/tmp/warm/attention$i.txt 2>&1 &
 done
-timeout 200 python3 -m minigen.bench norm >/tmp/warm/norm.txt 2>&1 &
+timeout 150 python3 -m minigen.bench norm >/tmp/warm/norm.txt 2>&1 &
 # notebook 07's own cells before its benchmark (each new shape compiles every autotune candidate once)
-timeout 200 python3 - >/tmp/warm/notebook.txt 2>&1 <<'PY' &
+timeout 150 python3 - >/tmp/warm/notebook.txt 2>&1 <<'PY' &
 import json, matplotlib
 matplotlib.use("Agg")
 from IPython.core.inputtransformer2 import TransformerManager  # turns `!cmd` lines into Python
@@ -35,7 +35,7 @@ for cell in json.load(open("notebooks/07_kernels.ipynb"))["cells"]:
     exec(compile(TransformerManager().transform_cell(source), "notebook cell", "exec"), namespace)
 print("notebook cells ran")
 PY
-MINIGEN_TEST_GPU=1 MINIGEN_AUTOTUNE=0 timeout 200 python3 -m pytest -q -s -p no:cacheprovider tests -k kernel \
+MINIGEN_TEST_GPU=1 MINIGEN_AUTOTUNE=0 timeout 150 python3 -m pytest -q -s -p no:cacheprovider tests -k kernel \
   >"$OUT/tests.txt" 2>&1
 echo "kernel tests on CUDA: exit $? in $((SECONDS - start)) s; $(tail -n 1 "$OUT/tests.txt")" | tee -a "$log"
 wait
@@ -43,10 +43,10 @@ echo "caches warm after $((SECONDS - start)) s; warm-up runs that failed:" | tee
 grep -l -i -E "Traceback|Error" /tmp/warm/*.txt | while read -r f; do echo "== $f"; tail -n 5 "$f"; done | tee -a "$log"
 
 start=$SECONDS
-if timeout 240 python3 scripts/course_table.py time --profile gpu --inplace 07 >>"$log" 2>&1; then
+if timeout 200 python3 scripts/course_table.py time --profile gpu --inplace 07 >>"$log" 2>&1; then
   echo "notebook 07 at the gpu profile: ok in $((SECONDS - start)) s" | tee -a "$log"
 else
   echo "notebook 07 failed after $((SECONDS - start)) s; the benchmark alone:" | tee -a "$log"
-  timeout 150 python3 -m minigen.bench all --record >>"$log" 2>&1
+  timeout 60 python3 -m minigen.bench all --record >>"$log" 2>&1
 fi
 cp notebooks/07_kernels.ipynb docs/results.json docs/results.md "$OUT"/
