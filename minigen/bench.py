@@ -232,7 +232,7 @@ def format_table(rows, unit):
 
 def device_label(device):
     triton_version = getattr(_dispatch.triton, "__version__", "not installed")
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} thread{'s' if torch.get_num_threads() != 1 else ''})"
     return f"{name}, torch {torch.__version__}, triton {triton_version}"
 
 
@@ -252,6 +252,29 @@ def record(rows, dtype):
             label += f" (copy {r['roof']:.0f} GB/s)"
         results.record("07_kernels", f"{r['kernel']} {r['mode']} {r['shape']} {str(dtype).replace('torch.', '')}",
                        r["value"], baseline=base, baseline_label=label, unit=unit)
+
+
+def recorded_table(gpu_only=True):
+    """The kernel figures stored in docs/results.json by `--record` runs, as a table: minigen, its baseline, the
+    ratio, and the machine and date of the run. How a reader without a GPU sees what one measured."""
+    import json
+    from minigen import results
+    path = results.results_path()
+    rows = [r for r in (json.loads(path.read_text()) if path.exists() else [])
+            if r["notebook"] == "07_kernels" and r["unit"] in ("TFLOP/s", "GB/s")]
+    rows = [r for r in rows if not (gpu_only and r["machine"].startswith("CPU"))]
+    if not rows:
+        return "No kernel figures recorded yet: run `python -m minigen.bench all --record` on a GPU."
+    lines = [f"{'kernel, pass, shape, dtype':<68}{'minigen':>10}{'baseline':>10}{'ratio':>8}  baseline is",
+             "-" * 126]
+    for r in rows:
+        ratio = f"{r['value'] / r['baseline']:.2f}x" if r["baseline"] else "-"
+        base = "-" if r["baseline"] is None else f"{r['baseline']:.4g}"
+        lines.append(f"{r['metric']:<68}{r['value']:>10.4g}{base:>10}{ratio:>8}  {r['baseline_label']}")
+    machines = sorted({f"{r['machine']} on {r['date']}" for r in rows})
+    units = "TFLOP/s for attention, GB/s for the norms"
+    return f"Recorded by `python -m minigen.bench all --record` ({units}); measured on " + "; ".join(machines) + \
+        "\n" + "\n".join(lines)
 
 
 def run(which="all", *, device=None, dtype=None, compile=True, record_results=False, only=None):

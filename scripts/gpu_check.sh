@@ -20,32 +20,33 @@ for shape in 256px 512px "N4096 d64" "N4096 d128" "course DiT" "course video"; d
   timeout 150 python3 -m minigen.bench attention --only "$shape" >/tmp/warm/attention$i.txt 2>&1 &
 done
 timeout 150 python3 -m minigen.bench norm >/tmp/warm/norm.txt 2>&1 &
-# notebook 07's own cells before its benchmark (each new shape compiles every autotune candidate once)
-timeout 150 python3 - >/tmp/warm/notebook.txt 2>&1 <<'PY' &
-import json, matplotlib
-matplotlib.use("Agg")
+# notebook 07's own cells before its benchmark (each new shape compiles every autotune candidate once), written to
+# a file first: @triton.jit reads its source with inspect, which needs one
+python3 - <<'PY'
+import json
 from IPython.core.inputtransformer2 import TransformerManager  # turns `!cmd` lines into Python
-namespace = {}
+cells = []
 for cell in json.load(open("notebooks/07_kernels.ipynb"))["cells"]:
     source = "".join(cell["source"])
-    if cell["cell_type"] != "code":
-        continue
-    if "minigen.bench.run" in source:
-        break
-    exec(compile(TransformerManager().transform_cell(source), "notebook cell", "exec"), namespace)
-print("notebook cells ran")
+    if cell["cell_type"] == "code":
+        if "minigen.bench.run" in source:
+            break
+        cells.append(TransformerManager().transform_cell(source))
+open("/tmp/warm/notebook07.py", "w").write("import matplotlib\nmatplotlib.use('Agg')\n" + "\n".join(cells))
 PY
+timeout 150 python3 /tmp/warm/notebook07.py >/tmp/warm/notebook.txt 2>&1 &
 MINIGEN_TEST_GPU=1 MINIGEN_AUTOTUNE=0 timeout 150 python3 -m pytest -q -s -p no:cacheprovider tests -k kernel \
   >"$OUT/tests.txt" 2>&1
 echo "kernel tests on CUDA: exit $? in $((SECONDS - start)) s; $(tail -n 1 "$OUT/tests.txt")" | tee -a "$log"
 wait
 echo "caches warm after $((SECONDS - start)) s; warm-up runs that failed:" | tee -a "$log"
-grep -l -i -E "Traceback|Error" /tmp/warm/*.txt | while read -r f; do echo "== $f"; tail -n 5 "$f"; done | tee -a "$log"
+grep -l -E "Traceback|FAILED" /tmp/warm/*.txt | while read -r f; do echo "== $f"; tail -n 5 "$f"; done | tee -a "$log"
 
 start=$SECONDS
 if timeout 200 python3 scripts/course_table.py time --profile gpu --inplace 07 >>"$log" 2>&1; then
   echo "notebook 07 at the gpu profile: ok in $((SECONDS - start)) s" | tee -a "$log"
 else
+  pkill -f ipykernel_launcher  # a kernel left running by a timed-out notebook would share the GPU with the bench
   echo "notebook 07 failed after $((SECONDS - start)) s; the benchmark alone:" | tee -a "$log"
   timeout 60 python3 -m minigen.bench all --record >>"$log" 2>&1
 fi

@@ -113,6 +113,21 @@ def test_query_with_no_key_gives_zeros():
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
 
 
+def test_autotune_candidates_on_a_gpu(monkeypatch):
+    """What a compiled run tunes over: every candidate, the first two with MINIGEN_AUTOTUNE=0, and only the small
+    first one for fp32 inputs (no tensor cores to tune for; big fp32 tiles take minutes to compile)."""
+    import sys
+    A = sys.modules["minigen.kernels.attention"]
+    monkeypatch.setattr(A, "interpreting", lambda: False)
+    pairs = [(64, 32, 4, 2), (128, 64, 4, 3), (128, 128, 8, 3)]
+    assert [(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages) for c in A._configs(pairs)] == pairs
+    monkeypatch.setenv("MINIGEN_AUTOTUNE", "0")
+    assert len(A._configs(pairs)) == 2
+    configs = A._configs(pairs)
+    assert A._prune_fp32(configs, {"q_ptr": torch.zeros(1)}) == configs[:1]
+    assert A._prune_fp32(configs, {"q_ptr": torch.zeros(1, dtype=torch.float16)}) == configs
+
+
 def test_dispatch_picks_reference_on_cpu(monkeypatch):
     monkeypatch.delenv("MINIGEN_KERNELS", raising=False)
     assert _dispatch.choose_backend("attention", None, torch.device("cpu"), fallback="sdpa") == "reference"
@@ -178,10 +193,8 @@ def build(kernel, constexprs, num_warps):
 
 # DiT-XL's head dim 72 (padded to 128), bf16, causal and key padding: every feature at once
 c = dict(HEAD_DIM=72, BLOCK_D=128, CAUSAL=True, HAS_MASK=True, PRECISION="tf32", NEED_MASK=True)
-fwd = dict(HEAD_DIM=40, BLOCK_D0=32, BLOCK_D1=16, SPLIT_D=True, CAUSAL=True, HAS_MASK=True, PRECISION="tf32",
-           NEED_MASK=True)  # the forward's split head dim, 40 = 32 + 16
-build(A._attn_fwd_kernel, dict(fwd, BLOCK_M=128, BLOCK_N=64), 4)
-build(A._attn_fwd_kernel, dict(fwd, HEAD_DIM=64, BLOCK_D0=64, SPLIT_D=False, CAUSAL=False, HAS_MASK=False, NEED_MASK=False,
+build(A._attn_fwd_kernel, dict(c, BLOCK_M=128, BLOCK_N=64), 4)
+build(A._attn_fwd_kernel, dict(c, HEAD_DIM=64, BLOCK_D=64, CAUSAL=False, HAS_MASK=False, NEED_MASK=False,
                                BLOCK_M=128, BLOCK_N=128), 8)  # the fast path: no mask at all
 build(A._attn_bwd_delta_kernel, dict(HEAD_DIM=72, BLOCK_D=128, BLOCK_M=64), 4)
 build(A._attn_bwd_dkdv_kernel, dict(c, BLOCK_M=32, BLOCK_N=128), 8)

@@ -40,6 +40,25 @@ def test_record_refuses_nan(tmp_path):
         results.record("04_x", "FD", float("nan"), path=tmp_path / "results.json")
 
 
+def test_bench_records_gpu_figures_and_shows_them(tmp_path, monkeypatch):
+    """`python -m minigen.bench --record` stores minigen beside its baseline; recorded_table prints GPU rows only."""
+    import minigen.bench as bench
+    monkeypatch.setenv("MINIGEN_PROFILE", "gpu")
+    monkeypatch.setattr(results, "results_path", lambda: tmp_path / "results.json")
+    assert "No kernel figures recorded yet" in bench.recorded_table()
+    rows = [dict(kernel="attention", shape="s", mode="fwd", contender=c, ms=1.0, value=v)
+            for c, v in (("minigen", 300.0), ("sdpa", 400.0), ("sdpa-math", 9.0))]
+    rows.append(dict(kernel="groupnorm_silu", shape="t", mode="fwd", contender="minigen", ms=1.0, value=None, roof=9.0))
+    bench.record(rows, torch.bfloat16)
+    stored = json.loads((tmp_path / "results.json").read_text())
+    assert [(r["metric"], r["value"], r["baseline"], r["unit"]) for r in stored] == [
+        ("attention fwd s bfloat16", 300.0, 400.0, "TFLOP/s")]  # failed timings (None) are not recorded
+    monkeypatch.setattr(results, "machine", lambda: "NVIDIA H200, torch 2.11")
+    bench.record(rows, torch.bfloat16)
+    table = bench.recorded_table()
+    assert "NVIDIA H200" in table and "0.75x" in table and "CPU" not in table
+
+
 def test_course_checkpoint_round_trip(tmp_path):
     model = Net()
     checkpoints.save("tiny", model, {"steps": 3}, directory=tmp_path)

@@ -73,26 +73,31 @@ def _attention_sdpa(q, k, v, causal, key_padding_mask, scale):
 
 if triton is not None:
 
-    def _configs(pairs, quick=2):
-        """Autotuning candidates as (BLOCK_M, BLOCK_N, num_warps, num_stages), best guess first.
+    def _configs(pairs):
+        """Autotuning candidates as (BLOCK_M, BLOCK_N, num_warps, num_stages): first a small one that fits any
+        head dim in fp32, then the best guess, then the rest.
 
         The interpreter gets one small config (it runs programs one by one in NumPy, so tuning would only cost
-        time); MINIGEN_AUTOTUNE=0 keeps the first `quick` candidates, which cuts the compile time of a test run
-        on a GPU (every new shape key compiles and times each candidate)."""
+        time); MINIGEN_AUTOTUNE=0 keeps the first two, which cuts the compile time of a test run on a GPU (every
+        new shape key compiles and times each candidate)."""
         if interpreting():
             return [triton.Config({"BLOCK_M": 64, "BLOCK_N": 64}, num_warps=4, num_stages=1)]
         if os.environ.get("MINIGEN_AUTOTUNE", "1") == "0":
-            pairs = pairs[:quick]
+            pairs = pairs[:2]
         return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s) for bm, bn, w, s in pairs]
 
+    def _prune_fp32(configs, named_args, **kwargs):
+        """fp32 inputs run exact IEEE products on the CUDA cores, not the tensor cores: tuning tiles for them only
+        costs compile time (minutes for the big tiles), so they keep the first, small candidate."""
+        return configs[:1] if named_args["q_ptr"].dtype == torch.float32 else configs
+
     # Hopper (H100/H200): 128-query tiles keep the tensor cores fed at D = 64..128; 64-key tiles with 4 warps suit
-    # D = 128, 128-key tiles with 8 warps suit D <= 64. The last candidate of each list is small enough to fit any
-    # D in fp32 (tests); a candidate that does not fit shared memory is skipped by the autotuner.
-    _FWD_CONFIGS = _configs([(128, 64, 4, 3), (64, 32, 4, 2), (128, 128, 8, 3), (128, 64, 8, 3), (128, 128, 8, 2),
+    # D = 128, 128-key tiles with 8 warps suit D <= 64. A candidate that does not fit shared memory is skipped.
+    _FWD_CONFIGS = _configs([(64, 32, 4, 2), (128, 64, 4, 3), (128, 128, 8, 3), (128, 64, 8, 3), (128, 128, 8, 2),
                              (128, 64, 4, 4), (128, 32, 4, 4), (64, 64, 4, 4)])
-    _DKDV_CONFIGS = _configs([(32, 128, 8, 3), (32, 64, 4, 2), (32, 128, 4, 3), (32, 128, 4, 5), (64, 128, 8, 3),
+    _DKDV_CONFIGS = _configs([(32, 64, 4, 2), (32, 128, 8, 3), (32, 128, 4, 3), (32, 128, 4, 5), (64, 128, 8, 3),
                               (64, 64, 4, 3)])
-    _DQ_CONFIGS = _configs([(128, 32, 8, 3), (64, 32, 4, 2), (128, 32, 4, 5), (128, 64, 8, 3), (64, 64, 4, 3)])
+    _DQ_CONFIGS = _configs([(64, 32, 4, 2), (128, 32, 8, 3), (128, 32, 4, 5), (128, 64, 8, 3), (64, 64, 4, 3)])
     _KEY = ["N_Q", "N_K", "HEAD_DIM", "CAUSAL", "HAS_MASK"]
     # The score tile needs masking only where some pair in it must not take part: a causal or padding mask, or a
     # last key tile that runs past N_K. Most DiT shapes (N a multiple of the tile, no mask) skip it entirely.
@@ -122,7 +127,7 @@ if triton is not None:
             ok = ok & (pad != 0)
         return ok
 
-    @triton.autotune(configs=_FWD_CONFIGS, key=_KEY)
+    @triton.autotune(configs=_FWD_CONFIGS, key=_KEY, prune_configs_by={"early_config_prune": _prune_fp32})
     @triton.heuristics(_NEEDS_MASK)
     @triton.jit
     def _attn_fwd_kernel(q_ptr, k_ptr, v_ptr, o_ptr, lse_ptr, mask_ptr,
@@ -132,73 +137,58 @@ if triton is not None:
                          o_b_stride, o_h_stride, o_n_stride, o_d_stride,
                          mask_b_stride, mask_n_stride,
                          H, N_Q, N_K, qk_scale,
-                         HEAD_DIM: tl.constexpr, BLOCK_D0: tl.constexpr, BLOCK_D1: tl.constexpr,
-                         SPLIT_D: tl.constexpr, CAUSAL: tl.constexpr, HAS_MASK: tl.constexpr,
-                         PRECISION: tl.constexpr, NEED_MASK: tl.constexpr,
+                         HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, CAUSAL: tl.constexpr,
+                         HAS_MASK: tl.constexpr, PRECISION: tl.constexpr, NEED_MASK: tl.constexpr,
                          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
         """One program: BLOCK_M queries of one (batch, head), all keys in tiles of BLOCK_N, online softmax.
-
-        The head dim is covered by one power-of-two chunk of BLOCK_D0 (zero-padded past HEAD_DIM) or, with SPLIT_D,
-        by two: d = 40 as 32 + 16 rather than 64, d = 96 as 64 + 32 rather than 128 (see `_split_d`)."""
+        The head dim is zero-padded to BLOCK_D, a power of two, by masked loads (d = 72 computes as 128)."""
         start_m = tl.program_id(0) * BLOCK_M
         bh = tl.program_id(1)
         b = (bh // H).to(tl.int64)  # 64-bit offsets: B*H*N*D may pass 2**31
         h = (bh % H).to(tl.int64)
         rows = start_m + tl.arange(0, BLOCK_M)
-        row_ok = rows[:, None] < N_Q
         offs_n = tl.arange(0, BLOCK_N)
-        d0 = tl.arange(0, BLOCK_D0)
-        q_rows = q_ptr + b * q_b_stride + h * q_h_stride + rows[:, None] * q_n_stride
-        q0 = tl.load(q_rows + d0[None, :] * q_d_stride, mask=row_ok & (d0 < HEAD_DIM)[None, :], other=0.0)
-        acc0 = tl.zeros([BLOCK_M, BLOCK_D0], tl.float32)  # running sum of exp2(score - m_i) * v, first chunk
-        if SPLIT_D:
-            d1 = BLOCK_D0 + tl.arange(0, BLOCK_D1)
-            q1 = tl.load(q_rows + d1[None, :] * q_d_stride, mask=row_ok & (d1 < HEAD_DIM)[None, :], other=0.0)
-            acc1 = tl.zeros([BLOCK_M, BLOCK_D1], tl.float32)
+        offs_d = tl.arange(0, BLOCK_D)
+        d_ok = offs_d < HEAD_DIM
+        q_ok = (rows[:, None] < N_Q) & d_ok[None, :]
+        q = tl.load(q_ptr + _tile(b, h, rows, offs_d, q_b_stride, q_h_stride, q_n_stride, q_d_stride),
+                    mask=q_ok, other=0.0)  # (BLOCK_M, BLOCK_D)
         k_base = k_ptr + b * k_b_stride + h * k_h_stride
         v_base = v_ptr + b * v_b_stride + h * v_h_stride
 
         m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)  # running max of the scores, log2 units
         l_i = tl.zeros([BLOCK_M], tl.float32)  # running sum of exp2(score - m_i)
+        acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)  # running sum of exp2(score - m_i) * v
 
         hi = N_K
         if CAUSAL:
             hi = tl.minimum(N_K, start_m + BLOCK_M)  # key tiles past the diagonal contribute nothing
         for start_n in range(0, hi, BLOCK_N):
             cols = start_n + offs_n
-            key_ok = _key_ok(mask_ptr, mask_b_stride, mask_n_stride, b, cols, N_K, HAS_MASK)
-            kt0 = tl.load(k_base + cols[None, :] * k_n_stride + d0[:, None] * k_d_stride,
-                          mask=(cols[None, :] < N_K) & (d0 < HEAD_DIM)[:, None], other=0.0)  # (BLOCK_D0, BLOCK_N)
-            s = tl.dot(q0, kt0, input_precision=PRECISION)  # (BLOCK_M, BLOCK_N) = q.k, unscaled
-            if SPLIT_D:
-                kt1 = tl.load(k_base + cols[None, :] * k_n_stride + d1[:, None] * k_d_stride,
-                              mask=(cols[None, :] < N_K) & (d1 < HEAD_DIM)[:, None], other=0.0)
-                s = tl.dot(q1, kt1, acc=s, input_precision=PRECISION)
+            kt = tl.load(k_base + cols[None, :] * k_n_stride + offs_d[:, None] * k_d_stride,
+                         mask=(cols[None, :] < N_K) & d_ok[:, None], other=0.0)  # (BLOCK_D, BLOCK_N)
+            s = tl.dot(q, kt, input_precision=PRECISION)  # (BLOCK_M, BLOCK_N) = q.k, unscaled
             if NEED_MASK:  # (query rows past N_Q need no mask: they are computed on zeros and never stored)
+                key_ok = _key_ok(mask_ptr, mask_b_stride, mask_n_stride, b, cols, N_K, HAS_MASK)
                 s = tl.where(_keep(rows[:, None], cols[None, :], N_Q, key_ok[None, :], CAUSAL), s, float("-inf"))
 
             m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale)  # in log2 units: q.k * scale * log2 e
-            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with no key yet: avoid -inf - -inf
+            m_safe = m_new
+            if NEED_MASK:  # a row with no key yet has m = -inf: avoid -inf - -inf below
+                m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
             alpha = tl.exp2(m_i - m_safe)  # rescales what was summed under the old max
             p = tl.exp2(s * qk_scale - m_safe[:, None])  # (BLOCK_M, BLOCK_N); scale and shift in one FMA
             l_i = l_i * alpha + tl.sum(p, 1)
-            v0 = tl.load(v_base + cols[:, None] * v_n_stride + d0[None, :] * v_d_stride,
-                         mask=(cols[:, None] < N_K) & (d0 < HEAD_DIM)[None, :], other=0.0)  # (BLOCK_N, BLOCK_D0)
-            acc0 = acc0 * alpha[:, None] + tl.dot(p.to(v0.dtype), v0, input_precision=PRECISION)
-            if SPLIT_D:
-                v1 = tl.load(v_base + cols[:, None] * v_n_stride + d1[None, :] * v_d_stride,
-                             mask=(cols[:, None] < N_K) & (d1 < HEAD_DIM)[None, :], other=0.0)
-                acc1 = acc1 * alpha[:, None] + tl.dot(p.to(v1.dtype), v1, input_precision=PRECISION)
+            v = tl.load(v_base + cols[:, None] * v_n_stride + offs_d[None, :] * v_d_stride,
+                        mask=(cols[:, None] < N_K) & d_ok[None, :], other=0.0)  # (BLOCK_N, BLOCK_D)
+            # O += P V with the rescaled accumulator passed to the dot, which adds into it (acc=)
+            acc = tl.dot(p.to(v.dtype), v, acc=acc * alpha[:, None], input_precision=PRECISION)
             m_i = m_new
 
         has_key = l_i > 0.0
         inv_l = 1.0 / tl.where(has_key, l_i, 1.0)  # rows that saw no key stay 0
-        o_rows = o_ptr + b * o_b_stride + h * o_h_stride + rows[:, None] * o_n_stride
-        tl.store(o_rows + d0[None, :] * o_d_stride, (acc0 * inv_l[:, None]).to(o_ptr.dtype.element_ty),
-                 mask=row_ok & (d0 < HEAD_DIM)[None, :])
-        if SPLIT_D:
-            tl.store(o_rows + d1[None, :] * o_d_stride, (acc1 * inv_l[:, None]).to(o_ptr.dtype.element_ty),
-                     mask=row_ok & (d1 < HEAD_DIM)[None, :])
+        tl.store(o_ptr + _tile(b, h, rows, offs_d, o_b_stride, o_h_stride, o_n_stride, o_d_stride),
+                 (acc * inv_l[:, None]).to(o_ptr.dtype.element_ty), mask=q_ok)
         # log-sum-exp in log2 units; +inf for an empty row makes every backward probability exp2(-inf) = 0
         lse = tl.where(has_key, m_i + tl.log2(tl.where(has_key, l_i, 1.0)), float("inf"))
         tl.store(lse_ptr + bh.to(tl.int64) * N_Q + rows, lse, mask=rows < N_Q)
@@ -221,7 +211,7 @@ if triton is not None:
                      mask=ok, other=0.0).to(tl.float32)
         tl.store(delta_ptr + bh.to(tl.int64) * N_Q + rows, tl.sum(o * do, 1), mask=rows < N_Q)
 
-    @triton.autotune(configs=_DKDV_CONFIGS, key=_KEY)
+    @triton.autotune(configs=_DKDV_CONFIGS, key=_KEY, prune_configs_by={"early_config_prune": _prune_fp32})
     @triton.heuristics(_NEEDS_MASK)
     @triton.jit
     def _attn_bwd_dkdv_kernel(q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, delta_ptr, mask_ptr, dk_ptr, dv_ptr,
@@ -275,17 +265,17 @@ if triton is not None:
                 keep = _keep(rows[None, :], cols[:, None], N_Q, key_ok[:, None], CAUSAL)  # (BLOCK_N, BLOCK_M)
                 st = tl.where(keep, st, float("-inf"))
             pt = tl.exp2(st - lse[None, :])  # P^T, exactly the forward's P
-            dv += tl.dot(pt.to(do.dtype), do, input_precision=PRECISION)  # dV = P^T dO
+            dv = tl.dot(pt.to(do.dtype), do, acc=dv, input_precision=PRECISION)  # dV += P^T dO
             dpt = tl.dot(v, tl.trans(do), input_precision=PRECISION)  # (BLOCK_N, BLOCK_M) = (dO V^T)^T
             dst = pt * (dpt - delta[None, :])  # dS = P * (dP - Delta), softmax's backward
-            dk += tl.dot(dst.to(qt.dtype), tl.trans(qt), input_precision=PRECISION)  # dK = dS^T Q
+            dk = tl.dot(dst.to(qt.dtype), tl.trans(qt), acc=dk, input_precision=PRECISION)  # dK += dS^T Q
 
         dk = dk * sm_scale
         out = _tile(b, h, cols, offs_d, dk_b_stride, dk_h_stride, dk_n_stride, dk_d_stride)
         tl.store(dk_ptr + out, dk.to(dk_ptr.dtype.element_ty), mask=kv_ok)
         tl.store(dv_ptr + out, dv.to(dv_ptr.dtype.element_ty), mask=kv_ok)
 
-    @triton.autotune(configs=_DQ_CONFIGS, key=_KEY)
+    @triton.autotune(configs=_DQ_CONFIGS, key=_KEY, prune_configs_by={"early_config_prune": _prune_fp32})
     @triton.heuristics(_NEEDS_MASK)
     @triton.jit
     def _attn_bwd_dq_kernel(q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, delta_ptr, mask_ptr, dq_ptr,
@@ -338,7 +328,7 @@ if triton is not None:
             p = tl.exp2(s - lse[:, None])
             dp = tl.dot(do, vt, input_precision=PRECISION)  # (BLOCK_M, BLOCK_N) = dO V^T
             ds = p * (dp - delta[:, None])
-            dq += tl.dot(ds.to(kt.dtype), tl.trans(kt), input_precision=PRECISION)  # dQ = dS K
+            dq = tl.dot(ds.to(kt.dtype), tl.trans(kt), acc=dq, input_precision=PRECISION)  # dQ += dS K
 
         dq = dq * sm_scale
         tl.store(dq_ptr + _tile(b, h, rows, offs_d, dq_b_stride, dq_h_stride, dq_n_stride, dq_d_stride),
@@ -351,22 +341,6 @@ if triton is not None:
 
 def _block_d(head_dim: int) -> int:
     return max(16, triton.next_power_of_2(head_dim))  # tl.dot needs >= 16 along the reduced dimension
-
-
-def _split_d(head_dim: int) -> tuple[int, int, bool]:
-    """(BLOCK_D0, BLOCK_D1, SPLIT_D) for the forward: two power-of-two chunks when they pad less than one does,
-    e.g. 40 -> 32 + 16 (not 64), 48 -> 32 + 16, 96 -> 64 + 32; powers of two stay whole.
-
-    A second chunk under half the first is not used: on an H200 (Triton 3.6, bf16/fp16) the 64 + 16 split of
-    DiT-XL's 72 faulted with an illegal memory access, while 32 + 16 and 64 + 32 ran and matched the reference
-    (docs/kernels.md). So 72 and 80 pad to 128 until that is understood."""
-    first = 1 << (head_dim.bit_length() - 1)  # largest power of two <= head_dim
-    if first < 32 or first == head_dim:
-        return _block_d(head_dim), 16, False
-    second = _block_d(head_dim - first)
-    if first + second >= _block_d(head_dim) or second < first // 2:
-        return _block_d(head_dim), 16, False
-    return first, second, True
 
 
 def _precision(dtype: torch.dtype) -> str:
@@ -387,11 +361,10 @@ def _flash_forward(q, k, v, causal, mask_u8, scale):
     o = torch.empty((B, H, N, D), dtype=q.dtype, device=q.device)
     lse = torch.empty((B, H, N), dtype=torch.float32, device=q.device)
     mask_arg, mask_b_stride, mask_n_stride = _mask_args(mask_u8, q)
-    block_d0, block_d1, split = _split_d(D)
     grid = lambda meta: (triton.cdiv(N, meta["BLOCK_M"]), B * H)  # noqa: E731
     _attn_fwd_kernel[grid](q, k, v, o, lse, mask_arg, *q.stride(), *k.stride(), *v.stride(), *o.stride(),
                            mask_b_stride, mask_n_stride, H, N, M, scale * LOG2E,
-                           HEAD_DIM=D, BLOCK_D0=block_d0, BLOCK_D1=block_d1, SPLIT_D=split, CAUSAL=causal,
+                           HEAD_DIM=D, BLOCK_D=_block_d(D), CAUSAL=causal,
                            HAS_MASK=mask_u8 is not None, PRECISION=_precision(q.dtype))
     return o, lse
 
