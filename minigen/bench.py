@@ -277,6 +277,54 @@ def recorded_table(gpu_only=True):
         "\n" + "\n".join(lines)
 
 
+def trace(which="all", *, device=None, dtype=None, only=None, steps=5):
+    """Where one forward+backward's time goes, which a GB/s or TFLOP/s figure cannot say (launch gaps, extra
+    kernels, host work): torch.profiler over `steps` calls of minigen and of PyTorch's default, at the first shape
+    of each table (after `only`), printed as the profiler's table of ops and kernels."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    cuda = device.type == "cuda"
+    cases = []  # (title, contender, one forward+backward, leaves whose grads are reset)
+    if which in ("attention", "all"):
+        for label, B, H, N, D in _only(ATTENTION_SHAPES if cuda else CPU_SHAPES["attention"], only)[:1]:
+            q, k, v = (torch.randn(B, H, N, D, device=device, dtype=dtype, requires_grad=True) for _ in range(3))
+            do = torch.randn_like(q)
+            for name, fn in _attention_contenders(device).items():
+                if name in ("minigen", "sdpa", "reference"):
+                    cases.append((f"attention {label}", name, lambda fn=fn: fn(q, k, v).backward(do), [q, k, v]))
+    if which in ("norm", "all"):
+        for label, B, N, C in _only(LAYERNORM_SHAPES if cuda else CPU_SHAPES["layernorm"], only)[:1]:
+            x = torch.randn(B, N, C, device=device, dtype=dtype, requires_grad=True)
+            args, dy = [torch.randn(B, C, device=device, dtype=dtype) for _ in range(2)], torch.randn_like(x)
+            kernel = lambda x, s, t: layernorm_modulate(x, s, t, backend="triton")  # noqa: E731
+            for name, fn in _norm_contenders(device, layernorm_modulate_reference, kernel, False).items():
+                cases.append((f"layernorm_modulate {label}", name,
+                              lambda fn=fn, x=x, args=args, dy=dy: fn(x, *args).backward(dy), [x]))
+        for label, B, C, H, W, G in _only(GROUPNORM_SHAPES if cuda else CPU_SHAPES["groupnorm"], only)[:1]:
+            x = torch.randn(B, C, H, W, device=device, dtype=dtype, requires_grad=True)
+            args, dy = [G] + [torch.randn(C, device=device, dtype=dtype) for _ in range(2)], torch.randn_like(x)
+            kernel = lambda x, g, w, b: groupnorm_silu(x, g, w, b, backend="triton")  # noqa: E731
+            for name, fn in _norm_contenders(device, groupnorm_silu_reference, kernel, False).items():
+                cases.append((f"groupnorm_silu {label}", name,
+                              lambda fn=fn, x=x, args=args, dy=dy: fn(x, *args).backward(dy), [x]))
+    activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if cuda else [])
+    for title, name, step, leaves in cases:
+        for _ in range(2):  # warm-up: compilation and autotuning stay out of the trace
+            step()
+        if cuda:
+            torch.cuda.synchronize(device)
+        with torch.profiler.profile(activities=activities) as prof:
+            for _ in range(steps):
+                for t in leaves:
+                    t.grad = None
+                step()
+            if cuda:
+                torch.cuda.synchronize(device)
+        print(f"\n== {title}: {name}, {steps} forward+backward calls")
+        print(prof.key_averages().table(sort_by="self_cuda_time_total" if cuda else "self_cpu_time_total",
+                                        row_limit=12))
+
+
 def run(which="all", *, device=None, dtype=None, compile=True, record_results=False, only=None):
     """Measure and print the tables; returns the rows (dicts) for further use. `record_results` stores minigen's
     GPU figures in docs/results.md; `only` keeps the shapes whose label contains it."""
@@ -314,8 +362,13 @@ def main(argv=None):
     parser.add_argument("--record", action="store_true", help="store minigen's GPU figures in docs/results.md")
     parser.add_argument("--json", default=None, help="also write every measured row to this JSON file")
     parser.add_argument("--only", default=None, help="keep the shapes whose label contains this, e.g. 512px")
+    parser.add_argument("--trace", action="store_true",
+                        help="instead of the tables: torch.profiler's view of one shape's forward+backward")
     args = parser.parse_args(argv)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32, None: None}[args.dtype]
+    if args.trace:
+        trace(args.which, dtype=dtype, only=args.only)
+        return
     rows = run(args.which, dtype=dtype, compile=not args.no_compile, record_results=args.record,
                only=args.only)
     if args.json:

@@ -3,8 +3,10 @@
 #   1. the kernel tests compiled on CUDA (fp32, fp16 and bf16), while side processes warm Triton's and
 #      torch.compile's caches for the benchmark shapes (their timings are thrown away);
 #   2. notebook 07 at the gpu profile on a quiet GPU: its benchmark cell times every contender and records
-#      minigen's figures in docs/results.md; its wall time goes there too.
-# usage: OUT=some/dir bash scripts/gpu_check.sh     (results: $OUT/log.txt, $OUT/tests.txt, the executed notebook)
+#      minigen's figures in docs/results.md; its wall time goes there too;
+#   3. torch.profiler traces of one forward+backward at the shapes that lag behind PyTorch.
+# usage: OUT=some/dir bash scripts/gpu_check.sh
+# results: $OUT/log.txt, tests.txt, trace.txt, the executed notebook and docs/results.{json,md}
 set -u
 OUT=${OUT:-gpu_check}
 mkdir -p "$OUT" /tmp/warm
@@ -50,4 +52,8 @@ else
   echo "notebook 07 failed after $((SECONDS - start)) s; the benchmark alone:" | tee -a "$log"
   timeout 60 python3 -m minigen.bench all --record >>"$log" 2>&1
 fi
+# where a forward+backward's time goes (kernels, launch gaps, host work), for the shapes that lag behind PyTorch
+for shape in course 256px; do
+  timeout 60 python3 -m minigen.bench all --trace --only "$shape" >>"$OUT/trace.txt" 2>&1
+done
 cp notebooks/07_kernels.ipynb docs/results.json docs/results.md "$OUT"/

@@ -208,6 +208,17 @@ def test_kernels_compile_for_hopper_without_a_gpu():
     assert kernel_checks.compile_for_hopper(COMPILE_SCRIPT).count("compiled") == 5
 
 
+def test_bench_trace_profiles_each_contender(monkeypatch, capsys):
+    import minigen.bench as bench
+    monkeypatch.setattr(bench, "CPU_SHAPES", {"attention": [("tiny", 1, 2, 17, 16)], "layernorm": [("tiny", 1, 5, 8)],
+                                              "groupnorm": [("tiny", 1, 4, 3, 3, 2)]})
+    bench.trace("all", device="cpu", steps=2)
+    out = capsys.readouterr().out
+    for title in ("attention tiny: reference", "layernorm_modulate tiny: eager", "groupnorm_silu tiny: eager"):
+        assert f"== {title}, 2 forward+backward calls" in out
+    assert "aten::native_layer_norm_backward" in out and "aten::native_group_norm_backward" in out
+
+
 def test_bench_on_cpu_runs_references_and_says_so(monkeypatch, capsys):
     import minigen.bench as bench
     monkeypatch.setattr(bench, "CPU_SHAPES", {"attention": [("tiny", 1, 2, 17, 16)],
