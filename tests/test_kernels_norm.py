@@ -113,6 +113,24 @@ def test_clear_errors(call, message):
         call()
 
 
+def test_autotune_candidates_on_a_gpu(monkeypatch):
+    """The tiles a compiled run tunes over (the interpreter uses one fixed tile): near 4096 elements first, the rows
+    loop's BLOCK_R dividing ROWS, the smallest allowed tile when none fits the window, two with MINIGEN_AUTOTUNE=0."""
+    import sys
+    norm = sys.modules["minigen.kernels.norm"]
+
+    def kept(tuned, **args):
+        return [(c.kwargs, c.num_warps) for c in tuned.early_config_prune(tuned.configs, {}, **args)]
+
+    monkeypatch.delenv("MINIGEN_AUTOTUNE", raising=False)
+    fwd = kept(norm._ln_modulate_fwd_tuned, BLOCK_C=2048, N=256, C=1152)  # DiT-XL: C = 1152 pads to 2048
+    assert fwd[0] == ({"BLOCK_R": 2}, 4) and {m["BLOCK_R"] for m, _ in fwd} == {1, 2, 4}
+    assert all(m["BLOCK_R"] <= 16 for m, _ in kept(norm._ln_modulate_bwd_tuned, BLOCK_C=128, ROWS=16, N=97, C=72))
+    assert kept(norm._groupnorm_silu_bwd_tuned, BLOCK_CG=512, S=9, C=512, GROUP_C=512) == [({"BLOCK_S": 16}, 4)]
+    monkeypatch.setenv("MINIGEN_AUTOTUNE", "0")
+    assert len(kept(norm._groupnorm_silu_fwd_tuned, BLOCK_CG=8, S=4096, C=256, GROUP_C=8)) == 2
+
+
 def test_dispatch(monkeypatch):
     cpu = torch.device("cpu")
     monkeypatch.delenv("MINIGEN_KERNELS", raising=False)

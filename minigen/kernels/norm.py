@@ -18,6 +18,9 @@ Public API (the models call these through `minigen.nn`):
 `backend` is None (Triton on CUDA where it can run, else the reference), "triton" or "reference";
 see `minigen.kernels._dispatch`.
 """
+import math
+import os
+
 import torch
 import torch.nn.functional as F
 
@@ -231,6 +234,42 @@ if triton is not None:
         tl.store(db_ptr + sample * C + chans, db_c, mask=chan_ok)
 
 
+    def _tuned(kernel, candidates, key, window, allowed=lambda meta, args: True):
+        """`kernel` under triton.autotune. `candidates` are (meta, num_warps, num_stages); a call keeps the allowed
+        ones whose tile (elements per program) lies in `window`, nearest 4096 elements first (the untuned choice),
+        else the allowed one with the smallest tile; with MINIGEN_AUTOTUNE=0 only the first two. These kernels are
+        memory-bound: the tile and the warp count decide how many loads each SM keeps in flight, which only a
+        measurement on the GPU at hand can settle."""
+        configs = [triton.Config(meta, num_warps=w, num_stages=st) for meta, w, st in candidates]
+
+        def prune(configs, named_args, **kwargs):
+            args = {**named_args, **kwargs}
+            ok = [c for c in configs if allowed(c.kwargs, args)]
+            kept = [c for c in ok if window[0] <= _tile(c.kwargs, args) <= window[1]]
+            kept.sort(key=lambda c: (abs(math.log2(_tile(c.kwargs, args)) - 12), c.num_warps))
+            kept = kept or [min(ok, key=lambda c: _tile(c.kwargs, args))]
+            return kept[:2] if os.environ.get("MINIGEN_AUTOTUNE", "1") == "0" else kept
+
+        return triton.autotune(configs=configs, key=key, prune_configs_by={"early_config_prune": prune})(kernel)
+
+    def _tile(meta, args):
+        """Elements in one program's tile: rows x padded channels, or group channels x pixels."""
+        return meta["BLOCK_R"] * args["BLOCK_C"] if "BLOCK_R" in meta else args["BLOCK_CG"] * meta["BLOCK_S"]
+
+    # num_stages stays 1: Triton does not software-pipeline these loops (3 gave the same registers and shared memory
+    # for sm_90 at the benchmark's shapes, scripts/kernel_resources.py), so stages would only double the candidates
+    _ROWS = [({"BLOCK_R": r}, w, 1) for r in (1, 2, 4, 8, 16, 32, 64) for w in (4, 8)]
+    _PIXELS = [({"BLOCK_S": n}, w, 1) for n in (16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192) for w in (4, 8)]
+    _ln_modulate_fwd_tuned = _tuned(_ln_modulate_fwd_kernel, _ROWS, ["N", "C"], (1024, 8192))
+    _ln_modulate_bwd_tuned = _tuned(  # smaller tiles (the backward holds more per element); BLOCK_R must divide ROWS
+        _ln_modulate_bwd_kernel, _ROWS, ["N", "C"], (1024, 4096), lambda m, a: m["BLOCK_R"] <= a["ROWS"])
+    _pixels_fit = lambda m, a: m["BLOCK_S"] <= max(16, triton.next_power_of_2(a["S"]))  # noqa: E731
+    _groupnorm_silu_fwd_tuned = _tuned(_groupnorm_silu_fwd_kernel, _PIXELS, ["C", "S", "GROUP_C"], (2048, 8192),
+                                       _pixels_fit)
+    _groupnorm_silu_bwd_tuned = _tuned(_groupnorm_silu_bwd_kernel, _PIXELS, ["C", "S", "GROUP_C"], (1024, 4096),
+                                       _pixels_fit)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # 3. Host functions
 
@@ -252,9 +291,12 @@ def _ln_modulate_forward(x, shift, scale, eps):
     y = torch.empty_like(x)
     mean = torch.empty((B, N), dtype=torch.float32, device=x.device)
     rstd = torch.empty_like(mean)
-    grid = (B, triton.cdiv(N, block_r))
-    _ln_modulate_fwd_kernel[grid](x, shift, scale, y, mean, rstd, shift.stride(0), scale.stride(0), N, C, eps,
-                                  BLOCK_R=block_r, BLOCK_C=block_c, num_warps=warps)
+    args = (x, shift, scale, y, mean, rstd, shift.stride(0), scale.stride(0), N, C, eps)
+    if interpreting():  # one fixed tile: tuning would only cost time
+        _ln_modulate_fwd_kernel[(B, triton.cdiv(N, block_r))](*args, BLOCK_R=block_r, BLOCK_C=block_c,
+                                                              num_warps=warps)
+    else:
+        _ln_modulate_fwd_tuned[lambda meta: (B, triton.cdiv(N, meta["BLOCK_R"]))](*args, BLOCK_C=block_c)
     return y, mean, rstd
 
 
@@ -268,14 +310,17 @@ def _reduce_rows(N: int, block_r: int) -> int:
 def _ln_modulate_backward(dy, x, scale, mean, rstd):
     B, N, C = x.shape
     block_r, block_c, warps = _row_blocks(C)
-    rows = _reduce_rows(N, block_r)
+    # on a GPU the tuner picks BLOCK_R <= ROWS, tiles of <= 4096 elements: ROWS covers 4096 // BLOCK_C rows at least
+    rows = _reduce_rows(N, block_r) if interpreting() else max(16, min(64, 4096 // block_c))
     tiles = triton.cdiv(N, rows)
     dx = torch.empty_like(x)
     dshift = torch.empty((B, tiles, C), dtype=torch.float32, device=x.device)
     dscale = torch.empty_like(dshift)
-    _ln_modulate_bwd_kernel[(B, tiles)](x, scale, dy, mean, rstd, dx, dshift, dscale,
-                                        scale.stride(0), *dy.stride(), N, C,
-                                        ROWS=rows, BLOCK_R=block_r, BLOCK_C=block_c, num_warps=warps)
+    args = (x, scale, dy, mean, rstd, dx, dshift, dscale, scale.stride(0), *dy.stride(), N, C)
+    if interpreting():
+        _ln_modulate_bwd_kernel[(B, tiles)](*args, ROWS=rows, BLOCK_R=block_r, BLOCK_C=block_c, num_warps=warps)
+    else:
+        _ln_modulate_bwd_tuned[(B, tiles)](*args, ROWS=rows, BLOCK_C=block_c)
     return dx, dshift.sum(1), dscale.sum(1)  # (B, C) each: partial sums over token tiles added up
 
 
@@ -294,8 +339,12 @@ def _groupnorm_silu_forward(x, num_groups, weight, bias, eps):
     y = torch.empty_like(x)
     mean = torch.empty((B * num_groups,), dtype=torch.float32, device=x.device)
     rstd = torch.empty_like(mean)
-    _groupnorm_silu_fwd_kernel[(B * num_groups,)](x, weight, bias, y, mean, rstd, C, S, eps, GROUP_C=C // num_groups,
-                                                  BLOCK_CG=block_cg, BLOCK_S=block_s, num_warps=warps)
+    args = (x, weight, bias, y, mean, rstd, C, S, eps)
+    if interpreting():
+        _groupnorm_silu_fwd_kernel[(B * num_groups,)](*args, GROUP_C=C // num_groups, BLOCK_CG=block_cg,
+                                                      BLOCK_S=block_s, num_warps=warps)
+    else:
+        _groupnorm_silu_fwd_tuned[(B * num_groups,)](*args, GROUP_C=C // num_groups, BLOCK_CG=block_cg)
     return y, mean, rstd
 
 
@@ -306,9 +355,12 @@ def _groupnorm_silu_backward(dy, x, num_groups, weight, bias, mean, rstd):
     dx = torch.empty_like(x)
     dw = torch.empty((B, C), dtype=torch.float32, device=x.device)
     db = torch.empty_like(dw)
-    _groupnorm_silu_bwd_kernel[(B * num_groups,)](x, weight, bias, dy, mean, rstd, dx, dw, db, C, S,
-                                                  GROUP_C=C // num_groups, BLOCK_CG=block_cg, BLOCK_S=block_s,
-                                                  num_warps=warps)
+    args = (x, weight, bias, dy, mean, rstd, dx, dw, db, C, S)
+    if interpreting():
+        _groupnorm_silu_bwd_kernel[(B * num_groups,)](*args, GROUP_C=C // num_groups, BLOCK_CG=block_cg,
+                                                      BLOCK_S=block_s, num_warps=warps)
+    else:
+        _groupnorm_silu_bwd_tuned[(B * num_groups,)](*args, GROUP_C=C // num_groups, BLOCK_CG=block_cg)
     return dx, dw.sum(0), db.sum(0)
 
 
