@@ -37,7 +37,9 @@ for cell in json.load(open("notebooks/07_kernels.ipynb"))["cells"]:
 open("/tmp/warm/notebook07.py", "w").write("import matplotlib\nmatplotlib.use('Agg')\n" + "\n".join(cells))
 PY
 timeout 150 python3 /tmp/warm/notebook07.py >/tmp/warm/notebook.txt 2>&1 &
-MINIGEN_TEST_GPU=1 MINIGEN_AUTOTUNE=0 timeout 150 python3 -m pytest -q -s -p no:cacheprovider tests -k kernel \
+# -n 1 (pytest-xdist): a test whose kernel breaks the CUDA context ends its worker (tests/conftest.py) and fails
+# alone; -rP keeps the error figures each test prints
+MINIGEN_TEST_GPU=1 MINIGEN_AUTOTUNE=0 timeout 150 python3 -m pytest -q -n 1 -rP -p no:cacheprovider tests -k kernel \
   >"$OUT/tests.txt" 2>&1
 echo "kernel tests on CUDA: exit $? in $((SECONDS - start)) s; $(tail -n 1 "$OUT/tests.txt")" | tee -a "$log"
 wait

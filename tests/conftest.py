@@ -23,3 +23,18 @@ def _seeded():
     minigen.seed_everything(0)
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     yield
+
+
+@pytest.fixture(autouse=True)
+def _cuda_fault_ends_worker():
+    """On a GPU (MINIGEN_TEST_GPU=1), a kernel that faults (an illegal memory access) leaves the process's CUDA
+    context unusable, so every later test would fail too. After each test, synchronize; if the context is broken, end
+    this process at once. Under pytest-xdist (`-n 1`, as scripts/gpu_check.sh runs it) that fails this test only,
+    and a fresh worker runs the rest."""
+    yield
+    if os.environ.get("MINIGEN_TEST_GPU") == "1" and torch.cuda.is_available() and torch.cuda.is_initialized():
+        try:
+            torch.cuda.synchronize()
+        except Exception as error:  # torch raises RuntimeError or torch.AcceleratorError, by version
+            print(f"CUDA context broken after this test ({type(error).__name__}: {error}); ending the worker")
+            os._exit(3)
