@@ -232,7 +232,9 @@ def format_table(rows, unit):
 
 def device_label(device):
     triton_version = getattr(_dispatch.triton, "__version__", "not installed")
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} thread{'s' if torch.get_num_threads() != 1 else ''})"
+    threads = torch.get_num_threads()
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else \
+        f"CPU ({threads} thread{'s' if threads != 1 else ''})"
     return f"{name}, torch {torch.__version__}, triton {triton_version}"
 
 

@@ -60,7 +60,8 @@ def execute(path: Path, inplace: bool) -> None:
     from nbclient import NotebookClient
 
     nb = nbformat.read(path, as_version=4)
-    NotebookClient(nb, timeout=None, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
+    client = NotebookClient(nb, timeout=None, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}})
+    client.execute()
     if inplace:
         nbformat.write(nb, path)
 

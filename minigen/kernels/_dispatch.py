@@ -33,6 +33,12 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
 
 
+def quick_autotune() -> bool:
+    """MINIGEN_AUTOTUNE=0: autotuned kernels keep only their first two candidates (a GPU test run compiles and times
+    every candidate for every new shape key, which the tests do not need)."""
+    return os.environ.get("MINIGEN_AUTOTUNE", "1") == "0"
+
+
 @functools.lru_cache(maxsize=None)
 def say_once(message: str) -> None:
     """Warn with `message` the first time it is asked for, and stay quiet after (cached per message)."""

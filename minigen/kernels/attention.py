@@ -19,12 +19,11 @@ Public API (the models call it through `minigen.nn`):
 Order of this file (DESIGN section 5): the reference; the Triton kernels (forward, backward preprocessing,
 dK/dV pass, dQ pass); the host functions; the autograd.Function; the dispatcher.
 """
-import os
-
 import torch
 import torch.nn.functional as F
 
-from ._dispatch import check_kernel_dtype, check_tensor, choose_backend, interpreting, say_once, triton, tl
+from ._dispatch import (check_kernel_dtype, check_tensor, choose_backend, interpreting, quick_autotune, say_once,
+                        triton, tl)
 
 LOG2E = 1.4426950408889634  # exp(x) = exp2(x * log2 e): the kernels use exp2, which the GPU's SFU computes directly
 MAX_TRITON_HEAD_DIM = 128
@@ -82,7 +81,7 @@ if triton is not None:
         new shape key compiles and times each candidate)."""
         if interpreting():
             return [triton.Config({"BLOCK_M": 64, "BLOCK_N": 64}, num_warps=4, num_stages=1)]
-        if os.environ.get("MINIGEN_AUTOTUNE", "1") == "0":
+        if quick_autotune():
             pairs = pairs[:2]
         return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s) for bm, bn, w, s in pairs]
 

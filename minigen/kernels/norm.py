@@ -19,12 +19,11 @@ Public API (the models call these through `minigen.nn`):
 see `minigen.kernels._dispatch`.
 """
 import math
-import os
 
 import torch
 import torch.nn.functional as F
 
-from ._dispatch import check_kernel_dtype, check_tensor, choose_backend, interpreting, triton, tl
+from ._dispatch import check_kernel_dtype, check_tensor, choose_backend, interpreting, quick_autotune, triton, tl
 
 MAX_BLOCK = 16384  # largest row (LayerNorm: C) a program keeps in registers
 
@@ -248,7 +247,7 @@ if triton is not None:
             kept = [c for c in ok if window[0] <= _tile(c.kwargs, args) <= window[1]]
             kept.sort(key=lambda c: (abs(math.log2(_tile(c.kwargs, args)) - 12), c.num_warps))
             kept = kept or [min(ok, key=lambda c: _tile(c.kwargs, args))]
-            return kept[:2] if os.environ.get("MINIGEN_AUTOTUNE", "1") == "0" else kept
+            return kept[:2] if quick_autotune() else kept
 
         return triton.autotune(configs=configs, key=key, prune_configs_by={"early_config_prune": prune})(kernel)
 
@@ -285,6 +284,16 @@ def _row_blocks(C: int) -> tuple[int, int, int]:
     return block_r, block_c, 8 if block_c >= 2048 else 4
 
 
+def _launch(tuned, grid, args, interpreter_tile, **constexprs):
+    """Run an autotuned norm kernel: on a GPU the tuner picks the tile; in the interpreter the plain kernel runs with
+    `interpreter_tile` (its BLOCK_R or BLOCK_S and num_warps), since tuning there would only cost time. `grid` may
+    be a function of the launch's meta-parameters, as Triton allows for both."""
+    if interpreting():
+        tuned.fn[grid](*args, **constexprs, **interpreter_tile)
+    else:
+        tuned[grid](*args, **constexprs)
+
+
 def _ln_modulate_forward(x, shift, scale, eps):
     B, N, C = x.shape
     block_r, block_c, warps = _row_blocks(C)
@@ -292,11 +301,8 @@ def _ln_modulate_forward(x, shift, scale, eps):
     mean = torch.empty((B, N), dtype=torch.float32, device=x.device)
     rstd = torch.empty_like(mean)
     args = (x, shift, scale, y, mean, rstd, shift.stride(0), scale.stride(0), N, C, eps)
-    if interpreting():  # one fixed tile: tuning would only cost time
-        _ln_modulate_fwd_kernel[(B, triton.cdiv(N, block_r))](*args, BLOCK_R=block_r, BLOCK_C=block_c,
-                                                              num_warps=warps)
-    else:
-        _ln_modulate_fwd_tuned[lambda meta: (B, triton.cdiv(N, meta["BLOCK_R"]))](*args, BLOCK_C=block_c)
+    _launch(_ln_modulate_fwd_tuned, lambda meta: (B, triton.cdiv(N, meta["BLOCK_R"])), args,
+            dict(BLOCK_R=block_r, num_warps=warps), BLOCK_C=block_c)
     return y, mean, rstd
 
 
@@ -317,10 +323,8 @@ def _ln_modulate_backward(dy, x, scale, mean, rstd):
     dshift = torch.empty((B, tiles, C), dtype=torch.float32, device=x.device)
     dscale = torch.empty_like(dshift)
     args = (x, scale, dy, mean, rstd, dx, dshift, dscale, scale.stride(0), *dy.stride(), N, C)
-    if interpreting():
-        _ln_modulate_bwd_kernel[(B, tiles)](*args, ROWS=rows, BLOCK_R=block_r, BLOCK_C=block_c, num_warps=warps)
-    else:
-        _ln_modulate_bwd_tuned[(B, tiles)](*args, ROWS=rows, BLOCK_C=block_c)
+    _launch(_ln_modulate_bwd_tuned, (B, tiles), args, dict(BLOCK_R=block_r, num_warps=warps), ROWS=rows,
+            BLOCK_C=block_c)
     return dx, dshift.sum(1), dscale.sum(1)  # (B, C) each: partial sums over token tiles added up
 
 
@@ -340,11 +344,8 @@ def _groupnorm_silu_forward(x, num_groups, weight, bias, eps):
     mean = torch.empty((B * num_groups,), dtype=torch.float32, device=x.device)
     rstd = torch.empty_like(mean)
     args = (x, weight, bias, y, mean, rstd, C, S, eps)
-    if interpreting():
-        _groupnorm_silu_fwd_kernel[(B * num_groups,)](*args, GROUP_C=C // num_groups, BLOCK_CG=block_cg,
-                                                      BLOCK_S=block_s, num_warps=warps)
-    else:
-        _groupnorm_silu_fwd_tuned[(B * num_groups,)](*args, GROUP_C=C // num_groups, BLOCK_CG=block_cg)
+    _launch(_groupnorm_silu_fwd_tuned, (B * num_groups,), args, dict(BLOCK_S=block_s, num_warps=warps),
+            GROUP_C=C // num_groups, BLOCK_CG=block_cg)
     return y, mean, rstd
 
 
@@ -356,11 +357,8 @@ def _groupnorm_silu_backward(dy, x, num_groups, weight, bias, mean, rstd):
     dw = torch.empty((B, C), dtype=torch.float32, device=x.device)
     db = torch.empty_like(dw)
     args = (x, weight, bias, dy, mean, rstd, dx, dw, db, C, S)
-    if interpreting():
-        _groupnorm_silu_bwd_kernel[(B * num_groups,)](*args, GROUP_C=C // num_groups, BLOCK_CG=block_cg,
-                                                      BLOCK_S=block_s, num_warps=warps)
-    else:
-        _groupnorm_silu_bwd_tuned[(B * num_groups,)](*args, GROUP_C=C // num_groups, BLOCK_CG=block_cg)
+    _launch(_groupnorm_silu_bwd_tuned, (B * num_groups,), args, dict(BLOCK_S=block_s, num_warps=warps),
+            GROUP_C=C // num_groups, BLOCK_CG=block_cg)
     return dx, dw.sum(0), db.sum(0)
 
 
