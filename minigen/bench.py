@@ -189,22 +189,38 @@ def _bench_norm(device, label, x, args, reference, kernel, compile_, extra_bytes
     return rows
 
 
+def _layernorm_kernel(x, shift, scale):
+    return layernorm_modulate(x, shift, scale, backend="triton")
+
+
+def _groupnorm_kernel(x, num_groups, weight, bias):
+    return groupnorm_silu(x, num_groups, weight, bias, backend="triton")
+
+
+def _norm_problems(device, dtype, only=None, per_kernel=None):
+    """The norm benchmark's problems, LayerNorm + modulate shapes then GroupNorm + SiLU shapes (at most `per_kernel`
+    of each): dicts of the kernel's name, the shape's label (short and with sizes), x, the other arguments, the
+    reference and the Triton function, and the bytes of the small vectors."""
+    cuda = device.type == "cuda"
+    for label, B, N, C in _only(LAYERNORM_SHAPES if cuda else CPU_SHAPES["layernorm"], only)[:per_kernel]:
+        shift, scale = (torch.randn(B, C, device=device, dtype=dtype) for _ in range(2))
+        yield dict(kernel="layernorm_modulate", short=label, label=f"{label} B{B} N{N} C{C}",
+                   x=torch.randn(B, N, C, device=device, dtype=dtype, requires_grad=True), args=(shift, scale),
+                   reference=layernorm_modulate_reference, triton=_layernorm_kernel,
+                   extra_bytes=2 * shift.numel() * shift.element_size())
+    for label, B, C, H, W, G in _only(GROUPNORM_SHAPES if cuda else CPU_SHAPES["groupnorm"], only)[:per_kernel]:
+        w, b = torch.randn(C, device=device, dtype=dtype), torch.randn(C, device=device, dtype=dtype)
+        yield dict(kernel="groupnorm_silu", short=label, label=f"{label} B{B} G{G}",
+                   x=torch.randn(B, C, H, W, device=device, dtype=dtype, requires_grad=True), args=(G, w, b),
+                   reference=groupnorm_silu_reference, triton=_groupnorm_kernel,
+                   extra_bytes=2 * w.numel() * w.element_size())
+
+
 def bench_norm(device, dtype, compile_=True, only=None):
     rows = []
-    ln_shapes = _only(LAYERNORM_SHAPES if device.type == "cuda" else CPU_SHAPES["layernorm"], only)
-    for label, B, N, C in ln_shapes:
-        x = torch.randn(B, N, C, device=device, dtype=dtype, requires_grad=True)
-        shift, scale = (torch.randn(B, C, device=device, dtype=dtype) for _ in range(2))
-        kernel = lambda x, s, t: layernorm_modulate(x, s, t, backend="triton")  # noqa: E731
-        rows += _bench_norm(device, f"{label} B{B} N{N} C{C}", x, (shift, scale),
-                            layernorm_modulate_reference, kernel, compile_, 2 * shift.numel() * shift.element_size())
-    gn_shapes = _only(GROUPNORM_SHAPES if device.type == "cuda" else CPU_SHAPES["groupnorm"], only)
-    for label, B, C, H, W, G in gn_shapes:
-        x = torch.randn(B, C, H, W, device=device, dtype=dtype, requires_grad=True)
-        w, b = torch.randn(C, device=device, dtype=dtype), torch.randn(C, device=device, dtype=dtype)
-        kernel = lambda x, g, w, b: groupnorm_silu(x, g, w, b, backend="triton")  # noqa: E731
-        rows += _bench_norm(device, f"{label} B{B} G{G}", x, (G, w, b), groupnorm_silu_reference,
-                            kernel, compile_, 2 * w.numel() * w.element_size())
+    for p in _norm_problems(device, dtype, only):
+        rows += _bench_norm(device, p["label"], p["x"], p["args"], p["reference"], p["triton"], compile_,
+                            p["extra_bytes"])
     return rows
 
 
@@ -295,20 +311,11 @@ def trace(which="all", *, device=None, dtype=None, only=None, steps=5):
                 if name in ("minigen", "sdpa", "reference"):
                     cases.append((f"attention {label}", name, lambda fn=fn: fn(q, k, v).backward(do), [q, k, v]))
     if which in ("norm", "all"):
-        for label, B, N, C in _only(LAYERNORM_SHAPES if cuda else CPU_SHAPES["layernorm"], only)[:1]:
-            x = torch.randn(B, N, C, device=device, dtype=dtype, requires_grad=True)
-            args, dy = [torch.randn(B, C, device=device, dtype=dtype) for _ in range(2)], torch.randn_like(x)
-            kernel = lambda x, s, t: layernorm_modulate(x, s, t, backend="triton")  # noqa: E731
-            for name, fn in _norm_contenders(device, layernorm_modulate_reference, kernel, False).items():
-                cases.append((f"layernorm_modulate {label}", name,
-                              lambda fn=fn, x=x, args=args, dy=dy: fn(x, *args).backward(dy), [x]))
-        for label, B, C, H, W, G in _only(GROUPNORM_SHAPES if cuda else CPU_SHAPES["groupnorm"], only)[:1]:
-            x = torch.randn(B, C, H, W, device=device, dtype=dtype, requires_grad=True)
-            args, dy = [G] + [torch.randn(C, device=device, dtype=dtype) for _ in range(2)], torch.randn_like(x)
-            kernel = lambda x, g, w, b: groupnorm_silu(x, g, w, b, backend="triton")  # noqa: E731
-            for name, fn in _norm_contenders(device, groupnorm_silu_reference, kernel, False).items():
-                cases.append((f"groupnorm_silu {label}", name,
-                              lambda fn=fn, x=x, args=args, dy=dy: fn(x, *args).backward(dy), [x]))
+        for p in _norm_problems(device, dtype, only, per_kernel=1):
+            dy = torch.randn_like(p["x"])
+            for name, fn in _norm_contenders(device, p["reference"], p["triton"], False).items():
+                cases.append((f"{p['kernel']} {p['short']}", name,
+                              lambda fn=fn, p=p, dy=dy: fn(p["x"], *p["args"]).backward(dy), [p["x"]]))
     activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if cuda else [])
     for title, name, step, leaves in cases:
         for _ in range(2):  # warm-up: compilation and autotuning stay out of the trace
