@@ -7,8 +7,15 @@ One table per kernel, every contender measured in the same run on the same tenso
                 bytes the op must move at least, beside the bandwidth of a plain copy (the roof for these ops)
 On a machine without CUDA only the PyTorch references run (on the course's own small sizes), and the output says so:
 the Triton numbers need a GPU. Times are medians (triton.testing.do_bench on a GPU).
+
+Two timings on a GPU. The plain rows time a call from Python, as a training loop in eager mode sees it: where the
+kernels are short, the host's work (argument checks, the autograd engine, Triton's launcher) can take longer than the
+GPU's, and the figure measures the host. The "graph" rows (`--graph`) replay the calls from a CUDA graph, which has
+no host work in it, on copies of the inputs many enough that each call finds its inputs outside the L2 cache:
+the kernels' own time, what a step under CUDA graphs (or `torch.compile(mode="reduce-overhead")`) sees.
 """
 import argparse
+import math
 import statistics
 import time
 from contextlib import nullcontext
@@ -48,6 +55,7 @@ CPU_SHAPES = {"attention": [("course DiT 28px/2", 2, 6, 196, 64), ("course video
               "layernorm": [("course DiT 28px/2", 4, 196, 384)],
               "groupnorm": [("course U-Net 28px C64", 4, 64, 28, 28, 32)]}
 SDPA_BACKENDS = ("flash", "efficient", "cudnn", "math")
+GRAPH_CONTENDERS = ("minigen", "sdpa", "eager", "compile")  # the graph rows: minigen and what it is compared with
 
 
 def median_ms(fn, device, grad_to_none=None, reps=3):
@@ -73,6 +81,70 @@ def median_ms(fn, device, grad_to_none=None, reps=3):
         fn()
         times.append((time.perf_counter() - t0) * 1e3)
     return statistics.median(times)
+
+
+def cold_calls(step, tensors, device, at_least=16, at_most=64):
+    """Zero-argument calls of `step(*copy)`, one per copy of `tensors` (leaves stay leaves that require grad), enough
+    copies that cycling through them moves four times the L2 cache (within [at_least, at_most]): each call finds its
+    inputs in device memory, as one layer of a real network does, not in the cache the previous call left them in."""
+    is_tensor = [isinstance(t, torch.Tensor) for t in tensors]  # other arguments (GroupNorm's group count) pass as they are
+    per_copy = sum(t.numel() * t.element_size() for t, ok in zip(tensors, is_tensor) if ok)
+    l2 = getattr(torch.cuda.get_device_properties(device), "L2_cache_size", 64 << 20) if device.type == "cuda" \
+        else 64 << 20  # H100: 50 MB, H200: 60 MB
+    copies = min(at_most, max(at_least, math.ceil(4 * l2 / max(per_copy, 1))))
+    calls = []
+    for _ in range(copies):
+        copy = [t.detach().clone().requires_grad_(t.requires_grad) if ok else t for t, ok in zip(tensors, is_tensor)]
+        calls.append(lambda copy=copy: step(*copy))
+    return calls
+
+
+def graph_ms(calls, device, reps=10):
+    """Median GPU time of one of `calls` in milliseconds, with no host work in it: the calls are captured once into a
+    CUDA graph (after a warm-up on a side stream, so compilation, autotuning and library workspaces stay outside
+    it) and the graph is replayed `reps` times."""
+    if device.type != "cuda":
+        raise RuntimeError(f"graph_ms: CUDA graphs need a CUDA device, got {device}")
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        for call in calls[:3]:
+            call()
+    torch.cuda.current_stream(device).wait_stream(side)
+    torch.cuda.synchronize(device)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for call in calls:
+            call()
+    graph.replay()  # the first replay uploads the graph
+    times = []
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        graph.replay()
+        end.record()
+        torch.cuda.synchronize(device)
+        times.append(start.elapsed_time(end) / len(calls))
+    del graph
+    return statistics.median(times)
+
+
+def _forward_and_backward(fn, n_inputs):
+    """step(*inputs, grad_output, *consts) -> the gradients of the first `n_inputs` inputs: torch.autograd.grad, so
+    nothing accumulates into .grad however often the step runs."""
+    def step(*tensors):
+        inputs, grad_output = tensors[:n_inputs], tensors[n_inputs]
+        return torch.autograd.grad(fn(*inputs, *tensors[n_inputs + 1:]), inputs, grad_output)
+    return step
+
+
+def _graph_or_none(step, tensors, device, name):
+    """graph_ms over cold copies, or None with the reason on one line (a contender that cannot be captured)."""
+    try:
+        return graph_ms(cold_calls(step, tensors, device), device)
+    except Exception as error:  # noqa: BLE001 (as _time_or_none)
+        print(f"  {name}: {type(error).__name__}: {str(error).splitlines()[0][:150] if str(error) else ''}")
+        return None
 
 
 def _sdpa_context(name):
@@ -139,7 +211,7 @@ def _only(shapes, only):
     return [s for s in shapes if only is None or only.lower() in s[0].lower()]
 
 
-def bench_attention(device, dtype, only=None):
+def bench_attention(device, dtype, only=None, graph=False):
     rows = []
     shapes = _only(ATTENTION_SHAPES if device.type == "cuda" else CPU_SHAPES["attention"], only)
     for label, B, H, N, D in shapes:
@@ -152,8 +224,13 @@ def bench_attention(device, dtype, only=None):
         for name, fn in contenders.items():
             fwd = _time_or_none(lambda: fn(q, k, v), device, name=f"{name} fwd {label}")
             both = _time_or_none(lambda: fn(q, k, v).backward(do), device, [q, k, v], f"{name} fwd+bwd {label}")
-            for mode, ms in (("fwd", fwd), ("fwd+bwd", both)):
-                flops = attention_flops(B, H, N, N, D, backward=mode == "fwd+bwd")
+            timings = [("fwd", fwd), ("fwd+bwd", both)]
+            if graph and name in GRAPH_CONTENDERS:
+                timings += [("fwd graph", _graph_or_none(fn, (q, k, v), device, f"{name} fwd graph {label}")),
+                            ("fwd+bwd graph", _graph_or_none(_forward_and_backward(fn, 3), (q, k, v, do), device,
+                                                             f"{name} fwd+bwd graph {label}"))]
+            for mode, ms in timings:
+                flops = attention_flops(B, H, N, N, D, backward=mode.startswith("fwd+bwd"))
                 rows.append(dict(kernel="attention", shape=f"{label} B{B} H{H} N{N} D{D}", mode=mode, contender=name,
                                  ms=ms, value=None if ms is None else flops / (ms * 1e-3) / 1e12))
     return rows
@@ -169,7 +246,7 @@ def _norm_contenders(device, reference, kernel, compile_):
     return contenders
 
 
-def _bench_norm(device, label, x, args, reference, kernel, compile_, extra_bytes):
+def _bench_norm(device, label, x, args, reference, kernel, compile_, extra_bytes, graph=False):
     rows = []
     dy = torch.randn_like(x)
     if device.type == "cuda" and _dispatch.triton_can_run(device)[0]:
@@ -177,15 +254,24 @@ def _bench_norm(device, label, x, args, reference, kernel, compile_, extra_bytes
     x_bytes = x.numel() * x.element_size()
     dst = torch.empty_like(x, requires_grad=False)
     copy_ms = median_ms(lambda: dst.copy_(x.detach()), device)
-    copy_gbs = 2 * x_bytes / (copy_ms * 1e-3) / 1e9  # read + write
+    gbs = lambda ms, n: None if ms is None else n / (ms * 1e-3) / 1e9  # noqa: E731 (bytes n in ms -> GB/s)
+    copy_gbs = gbs(copy_ms, 2 * x_bytes)  # read + write
+    if graph:
+        copy_graph_gbs = gbs(_graph_or_none(lambda src, dst: dst.copy_(src), (x.detach(), dst), device,
+                                            f"copy graph {label}"), 2 * x_bytes)
     for name, fn in _norm_contenders(device, reference, kernel, compile_).items():
         fwd = _time_or_none(lambda: fn(x, *args), device, name=f"{name} fwd {label}")
         both = _time_or_none(lambda: fn(x, *args).backward(dy), device, [x], f"{name} fwd+bwd {label}")
         # bytes at least: forward reads x, writes y; backward reads x and dy, writes dx (+ the small vectors)
-        for mode, ms, n in (("fwd", fwd, 2), ("fwd+bwd", both, 5)):
-            gbs = None if ms is None else (n * x_bytes + extra_bytes) / (ms * 1e-3) / 1e9
+        timings = [("fwd", fwd, 2, copy_gbs), ("fwd+bwd", both, 5, copy_gbs)]
+        if graph and name in GRAPH_CONTENDERS:
+            timings += [("fwd graph", _graph_or_none(lambda x, *a, fn=fn: fn(x, *a), (x, *args), device,
+                                                     f"{name} fwd graph {label}"), 2, copy_graph_gbs),
+                        ("fwd+bwd graph", _graph_or_none(_forward_and_backward(fn, 1), (x, dy, *args), device,
+                                                         f"{name} fwd+bwd graph {label}"), 5, copy_graph_gbs)]
+        for mode, ms, n, roof in timings:
             rows.append(dict(kernel=reference.__name__.replace("_reference", ""), shape=label, mode=mode,
-                             contender=name, ms=ms, value=gbs, roof=copy_gbs))
+                             contender=name, ms=ms, value=gbs(ms, n * x_bytes + extra_bytes), roof=roof))
     return rows
 
 
@@ -216,11 +302,11 @@ def _norm_problems(device, dtype, only=None, per_kernel=None):
                    extra_bytes=2 * w.numel() * w.element_size())
 
 
-def bench_norm(device, dtype, compile_=True, only=None):
+def bench_norm(device, dtype, compile_=True, only=None, graph=False):
     rows = []
     for p in _norm_problems(device, dtype, only):
         rows += _bench_norm(device, p["label"], p["x"], p["args"], p["reference"], p["triton"], compile_,
-                            p["extra_bytes"])
+                            p["extra_bytes"], graph)
     return rows
 
 
@@ -229,14 +315,14 @@ def format_table(rows, unit):
     contenders = list(dict.fromkeys(r["contender"] for r in rows))
     baseline = "sdpa" if "sdpa" in contenders else "eager"
     has_roof = any("roof" in r for r in rows)
-    head = f"{'shape':<40}{'pass':<9}" + "".join(f"{c:>12}" for c in contenders)
+    head = f"{'shape':<40}{'pass':<15}" + "".join(f"{c:>12}" for c in contenders)
     head += f"{'copy':>10}" if has_roof else ""
     head += f"{'minigen/' + baseline:>16}" if "minigen" in contenders else ""
     lines = [head, "-" * len(head)]
     for key in dict.fromkeys((r["shape"], r["mode"]) for r in rows):
         got = {r["contender"]: r for r in rows if (r["shape"], r["mode"]) == key}
         cell = lambda c: "-" if c not in got or got[c]["value"] is None else f"{got[c]['value']:.3g}"  # noqa: E731
-        line = f"{key[0]:<40}{key[1]:<9}" + "".join(f"{cell(c):>12}" for c in contenders)
+        line = f"{key[0]:<40}{key[1]:<15}" + "".join(f"{cell(c):>12}" for c in contenders)
         if has_roof:
             line += f"{next(iter(got.values()))['roof']:>10.3g}"
         if "minigen" in contenders:
@@ -334,9 +420,10 @@ def trace(which="all", *, device=None, dtype=None, only=None, steps=5):
                                         row_limit=12))
 
 
-def run(which="all", *, device=None, dtype=None, compile=True, record_results=False, only=None):
+def run(which="all", *, device=None, dtype=None, compile=True, record_results=False, only=None, graph=False):
     """Measure and print the tables; returns the rows (dicts) for further use. `record_results` stores minigen's
-    GPU figures in docs/results.md; `only` keeps the shapes whose label contains it."""
+    GPU figures in docs/results.md; `only` keeps the shapes whose label contains it; `graph` adds the rows timed
+    from CUDA graphs (see the module docstring)."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
     print(f"minigen.bench on {device_label(device)}, {str(dtype).replace('torch.', '')}")
@@ -345,14 +432,20 @@ def run(which="all", *, device=None, dtype=None, compile=True, record_results=Fa
               "(the Triton kernels and the SDPA backends are measured on a GPU).")
     elif not _dispatch.triton_can_run(device)[0]:
         print(f"The Triton kernels cannot run here ({_dispatch.triton_can_run(device)[1]}): PyTorch only.")
+    if graph and device.type != "cuda":
+        print("The graph rows need CUDA graphs, so a GPU: left out.")
+        graph = False
+    if graph:
+        print("Rows marked 'graph': the calls replayed from one CUDA graph on inputs outside the L2 cache, so no host "
+              "work is timed (the plain rows time calls from Python).")
     rows = []
     if which in ("attention", "all"):
-        att = bench_attention(device, dtype, only)
+        att = bench_attention(device, dtype, only, graph)
         print("\nattention " + format_table(att, "TFLOP/s = attention_flops / time: 4*B*H*N*N*D forward, 3.5x that "
                                             "forward+backward"))
         rows += att
     if which in ("norm", "all"):
-        norm = bench_norm(device, dtype, compile_=compile, only=only)
+        norm = bench_norm(device, dtype, compile_=compile, only=only, graph=graph)
         for kernel in dict.fromkeys(r["kernel"] for r in norm):
             print(f"\n{kernel} " + format_table([r for r in norm if r["kernel"] == kernel],
                                                  "GB/s = bytes moved at least / time; forward reads x and writes y, "
@@ -371,6 +464,9 @@ def main(argv=None):
     parser.add_argument("--record", action="store_true", help="store minigen's GPU figures in docs/results.md")
     parser.add_argument("--json", default=None, help="also write every measured row to this JSON file")
     parser.add_argument("--only", default=None, help="keep the shapes whose label contains this, e.g. 512px")
+    parser.add_argument("--graph", action="store_true",
+                        help="also time each call replayed from a CUDA graph on cold inputs: the kernels without the "
+                             "host's launch work (GPU only)")
     parser.add_argument("--trace", action="store_true",
                         help="instead of the tables: torch.profiler's view of one shape's forward+backward")
     args = parser.parse_args(argv)
@@ -379,7 +475,7 @@ def main(argv=None):
         trace(args.which, dtype=dtype, only=args.only)
         return
     rows = run(args.which, dtype=dtype, compile=not args.no_compile, record_results=args.record,
-               only=args.only)
+               only=args.only, graph=args.graph)
     if args.json:
         import json
         with open(args.json, "w") as f:

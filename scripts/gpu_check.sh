@@ -2,8 +2,8 @@
 # The kernels' GPU evidence in one run (DESIGN section 5), for a CUDA machine whose python3 has torch and triton:
 #   1. the kernel tests compiled on CUDA (fp32, fp16 and bf16), while side processes warm Triton's and
 #      torch.compile's caches for the benchmark shapes (their timings are thrown away);
-#   2. notebook 07 at the gpu profile on a quiet GPU: its benchmark cell times every contender and records
-#      minigen's figures in docs/results.md; its wall time goes there too;
+#   2. notebook 07 at the gpu profile on a quiet GPU: its benchmark cell times every contender, called from Python
+#      and replayed from a CUDA graph, and records minigen's figures in docs/results.md; its wall time goes there too;
 #   3. torch.profiler traces of one forward+backward at the shapes that lag behind PyTorch.
 # usage: OUT=some/dir bash scripts/gpu_check.sh
 # results: $OUT/log.txt, tests.txt, trace.txt, the executed notebook and docs/results.{json,md}
@@ -47,12 +47,12 @@ echo "caches warm after $((SECONDS - start)) s; warm-up runs that failed:" | tee
 grep -l -E "Traceback|FAILED" /tmp/warm/*.txt | while read -r f; do echo "== $f"; tail -n 5 "$f"; done | tee -a "$log"
 
 start=$SECONDS
-if timeout 200 python3 scripts/course_table.py time --profile gpu --inplace 07 >>"$log" 2>&1; then
+if timeout 260 python3 scripts/course_table.py time --profile gpu --inplace 07 >>"$log" 2>&1; then
   echo "notebook 07 at the gpu profile: ok in $((SECONDS - start)) s" | tee -a "$log"
 else
   pkill -f ipykernel_launcher  # a kernel left running by a timed-out notebook would share the GPU with the bench
   echo "notebook 07 failed after $((SECONDS - start)) s; the benchmark alone:" | tee -a "$log"
-  timeout 60 python3 -m minigen.bench all --record >>"$log" 2>&1
+  timeout 120 python3 -m minigen.bench all --graph --record >>"$log" 2>&1
 fi
 # where a forward+backward's time goes (kernels, launch gaps, host work), for the shapes that lag behind PyTorch
 for shape in course 256px; do

@@ -229,3 +229,28 @@ def test_bench_on_cpu_runs_references_and_says_so(monkeypatch, capsys):
     assert "only the PyTorch references run" in out and "TFLOP/s" in out and "GB/s" in out
     assert {r["contender"] for r in rows} == {"reference", "eager"}
     assert all(r["value"] is not None and r["value"] > 0 for r in rows)
+
+
+def test_bench_graph_calls_each_run_on_their_own_copy_of_the_inputs(monkeypatch, capsys):
+    """The `--graph` rows replay calls on copies of the inputs (so each finds them outside L2); the copies must be
+    distinct leaves with the originals' values, non-tensor arguments pass through, and the forward+backward step
+    gives the gradients autograd gives. Capturing needs CUDA, which a CPU run says and skips."""
+    import minigen.bench as bench
+    from minigen.kernels.norm import groupnorm_silu_reference
+    x = torch.randn(2, 4, 3, 3, requires_grad=True)
+    dy, w, b = torch.randn_like(x), torch.randn(4), torch.randn(4)
+    copies = [call() for call in bench.cold_calls(lambda *t: t, (x, dy, 2, w, b), torch.device("cpu"))]
+    assert 16 <= len(copies) <= 64
+    assert len({c[0].data_ptr() for c in copies}) == len(copies) and all(c[2] == 2 for c in copies)
+    assert all(c[0].is_leaf and c[0].requires_grad and not c[1].requires_grad for c in copies)
+    assert all(torch.equal(c[0], x) and torch.equal(c[4], b) for c in copies)
+    step = bench._forward_and_backward(groupnorm_silu_reference, 1)
+    (dx,) = bench.cold_calls(step, (x, dy, 2, w, b), torch.device("cpu"))[0]()
+    (want,) = torch.autograd.grad(groupnorm_silu_reference(x, 2, w, b), x, dy)
+    assert torch.equal(dx, want) and x.grad is None
+    with pytest.raises(RuntimeError, match="CUDA graphs need a CUDA device"):
+        bench.graph_ms([lambda: None], torch.device("cpu"))
+    monkeypatch.setattr(bench, "CPU_SHAPES", {"attention": [], "layernorm": [("tiny", 1, 5, 8)], "groupnorm": []})
+    rows = bench.run("norm", device="cpu", graph=True)
+    assert "graph rows need CUDA graphs" in capsys.readouterr().out
+    assert {r["mode"] for r in rows} == {"fwd", "fwd+bwd"}

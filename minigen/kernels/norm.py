@@ -314,18 +314,19 @@ def _reduce_rows(N: int, block_r: int) -> int:
 
 
 def _ln_modulate_backward(dy, x, scale, mean, rstd):
+    """dx, and (dshift, dscale) stacked as one (2, B, C) tensor in scale's dtype (one sum and one cast for both:
+    at small sizes each extra launch costs more than the bytes it moves)."""
     B, N, C = x.shape
     block_r, block_c, warps = _row_blocks(C)
     # on a GPU the tuner picks BLOCK_R <= ROWS, tiles of <= 4096 elements: ROWS covers 4096 // BLOCK_C rows at least
     rows = _reduce_rows(N, block_r) if interpreting() else max(16, min(64, 4096 // block_c))
     tiles = triton.cdiv(N, rows)
     dx = torch.empty_like(x)
-    dshift = torch.empty((B, tiles, C), dtype=torch.float32, device=x.device)
-    dscale = torch.empty_like(dshift)
-    args = (x, scale, dy, mean, rstd, dx, dshift, dscale, scale.stride(0), *dy.stride(), N, C)
+    partial = torch.empty((2, B, tiles, C), dtype=torch.float32, device=x.device)  # dshift, dscale per token tile
+    args = (x, scale, dy, mean, rstd, dx, partial[0], partial[1], scale.stride(0), *dy.stride(), N, C)
     _launch(_ln_modulate_bwd_tuned, (B, tiles), args, dict(BLOCK_R=block_r, num_warps=warps), ROWS=rows,
             BLOCK_C=block_c)
-    return dx, dshift.sum(1), dscale.sum(1)  # (B, C) each: partial sums over token tiles added up
+    return dx, partial.sum(2).to(scale.dtype)  # (2, B, C): the partial sums over token tiles added up
 
 
 def _group_blocks(group_c: int, S: int) -> tuple[int, int, int]:
@@ -350,16 +351,16 @@ def _groupnorm_silu_forward(x, num_groups, weight, bias, eps):
 
 
 def _groupnorm_silu_backward(dy, x, num_groups, weight, bias, mean, rstd):
+    """dx, and (dweight, dbias) stacked as one (2, C) tensor in weight's dtype (as _ln_modulate_backward)."""
     B, C = x.shape[:2]
     S = x[0, 0].numel()
     block_cg, block_s, warps = _group_blocks(C // num_groups, S)
     dx = torch.empty_like(x)
-    dw = torch.empty((B, C), dtype=torch.float32, device=x.device)
-    db = torch.empty_like(dw)
-    args = (x, weight, bias, dy, mean, rstd, dx, dw, db, C, S)
+    partial = torch.empty((2, B, C), dtype=torch.float32, device=x.device)  # dweight, dbias per sample
+    args = (x, weight, bias, dy, mean, rstd, dx, partial[0], partial[1], C, S)
     _launch(_groupnorm_silu_bwd_tuned, (B * num_groups,), args, dict(BLOCK_S=block_s, num_warps=warps),
             GROUP_C=C // num_groups, BLOCK_CG=block_cg)
-    return dx, dw.sum(0), db.sum(0)
+    return dx, partial.sum(1).to(weight.dtype)  # (2, C): summed over samples
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -383,8 +384,8 @@ class LayerNormModulate(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy):
         x, scale, mean, rstd = ctx.saved_tensors
-        dx, dshift, dscale = _ln_modulate_backward(dy, x, scale, mean, rstd)
-        return dx, dshift.to(scale.dtype), dscale.to(scale.dtype), None
+        dx, (dshift, dscale) = _ln_modulate_backward(dy, x, scale, mean, rstd)
+        return dx, dshift, dscale, None
 
 
 class GatedResidual(torch.autograd.Function):
@@ -425,8 +426,8 @@ class GroupNormSiLU(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy):
         x, weight, bias, mean, rstd = ctx.saved_tensors
-        dx, dw, db = _groupnorm_silu_backward(dy.contiguous(), x, ctx.num_groups, weight, bias, mean, rstd)
-        return dx, None, dw.to(weight.dtype), db.to(bias.dtype), None
+        dx, (dw, db) = _groupnorm_silu_backward(dy.contiguous(), x, ctx.num_groups, weight, bias, mean, rstd)
+        return dx, None, dw, db, None
 
 
 # ---------------------------------------------------------------------------------------------------------------
