@@ -87,7 +87,7 @@ def cold_calls(step, tensors, device, at_least=16, at_most=64):
     """Zero-argument calls of `step(*copy)`, one per copy of `tensors` (leaves stay leaves that require grad), enough
     copies that cycling through them moves four times the L2 cache (within [at_least, at_most]): each call finds its
     inputs in device memory, as one layer of a real network does, not in the cache the previous call left them in."""
-    is_tensor = [isinstance(t, torch.Tensor) for t in tensors]  # other arguments (GroupNorm's group count) pass as they are
+    is_tensor = [isinstance(t, torch.Tensor) for t in tensors]  # others (GroupNorm's group count) pass as they are
     per_copy = sum(t.numel() * t.element_size() for t, ok in zip(tensors, is_tensor) if ok)
     l2 = getattr(torch.cuda.get_device_properties(device), "L2_cache_size", 64 << 20) if device.type == "cuda" \
         else 64 << 20  # H100: 50 MB, H200: 60 MB
@@ -449,7 +449,8 @@ def run(which="all", *, device=None, dtype=None, compile=True, record_results=Fa
         for kernel in dict.fromkeys(r["kernel"] for r in norm):
             print(f"\n{kernel} " + format_table([r for r in norm if r["kernel"] == kernel],
                                                  "GB/s = bytes moved at least / time; forward reads x and writes y, "
-                                                 "backward also reads dy and writes dx; 'copy' = GB/s of copying x into a preallocated tensor"))
+                                                 "backward also reads dy and writes dx; 'copy' = GB/s of copying x "
+                                                 "into a preallocated tensor"))
         rows += norm
     if record_results:
         record(rows, dtype)

@@ -2,16 +2,30 @@
 timestep embedding (diffusion U-Net, DiT), and the patch layout helpers (re-exported from minigen.patches,
 where notebook 00 teaches them).
 
-Attention and the fused norms live in minigen.kernels (each with its PyTorch reference and dispatcher);
-models call them from there.
+Attention and the fused norms live in minigen.kernels (each with its PyTorch reference and dispatcher); the
+layers here that use them (`group_norm_silu`) keep their parameters in ordinary PyTorch modules, so a checkpoint
+does not depend on which backend ran.
 """
 import math
 
 import torch
+from torch import nn
 
+from .kernels import groupnorm_silu
 from .patches import patchify, tubeletify, unpatchify, untubeletify
 
-__all__ = ["check_images", "timestep_embedding", "patchify", "unpatchify", "tubeletify", "untubeletify"]
+__all__ = ["check_images", "timestep_embedding", "group_norm_silu", "patchify", "unpatchify", "tubeletify",
+           "untubeletify"]
+
+
+def group_norm_silu(norm: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
+    """SiLU(norm(x)) with `norm`'s groups, eps and affine parameters, through `minigen.kernels.groupnorm_silu`: one
+    fused Triton kernel on a GPU that can run it, the same two PyTorch ops (`F.group_norm`, `F.silu`) elsewhere, so
+    on the CPU the numbers are those of `F.silu(norm(x))` exactly. `MINIGEN_KERNELS=reference` turns the kernel off.
+    The parameters follow x's dtype (under autocast x may be bf16 while they stay fp32)."""
+    weight = None if norm.weight is None else norm.weight.to(x.dtype)
+    bias = None if norm.bias is None else norm.bias.to(x.dtype)
+    return groupnorm_silu(x, norm.num_groups, weight, bias, eps=norm.eps)
 
 
 def check_images(x, who: str, shape: tuple = (1, 28, 28)) -> torch.Tensor:

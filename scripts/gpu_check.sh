@@ -4,7 +4,8 @@
 #      torch.compile's caches for the benchmark shapes (their timings are thrown away);
 #   2. notebook 07 at the gpu profile on a quiet GPU: its benchmark cell times every contender, called from Python
 #      and replayed from a CUDA graph, and records minigen's figures in docs/results.md; its wall time goes there too;
-#   3. torch.profiler traces of one forward+backward at the shapes that lag behind PyTorch.
+#   3. torch.profiler traces of one forward+backward at the shapes that lag behind PyTorch, and a training step of the
+#      course's U-Net with and without the fused GroupNorm + SiLU (scripts/unet_step_time.py).
 # usage: OUT=some/dir bash scripts/gpu_check.sh
 # results: $OUT/log.txt, tests.txt, trace.txt, the executed notebook and docs/results.{json,md}
 set -u
@@ -54,8 +55,11 @@ else
   echo "notebook 07 failed after $((SECONDS - start)) s; the benchmark alone:" | tee -a "$log"
   timeout 120 python3 -m minigen.bench all --graph --record >>"$log" 2>&1
 fi
+cp notebooks/07_kernels.ipynb docs/results.json docs/results.md "$OUT"/  # again at the end; this survives a time-out
 # where a forward+backward's time goes (kernels, launch gaps, host work), for the shapes that lag behind PyTorch
 for shape in course 256px; do
-  timeout 60 python3 -m minigen.bench all --trace --only "$shape" >>"$OUT/trace.txt" 2>&1
+  timeout 50 python3 -m minigen.bench all --trace --only "$shape" >>"$OUT/trace.txt" 2>&1
 done
+# the fused GroupNorm + SiLU inside the course's U-Net: a training step with and without it
+timeout 60 python3 scripts/unet_step_time.py 2>&1 | tail -n 3 | tee -a "$log"
 cp notebooks/07_kernels.ipynb docs/results.json docs/results.md "$OUT"/

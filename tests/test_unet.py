@@ -86,3 +86,47 @@ def test_exercise_checkers_accept_the_solution_and_reject_a_wrong_one():
         ex.check_q_sample(lambda ab, x0, t, noise: q_sample(ab, x0, t, noise) + 0.01)
     with pytest.raises(AssertionError, match="ddim_step"):
         ex.check_ddim_step(lambda x_t, eps, ab_t, ab_prev: ddim_step(x_t, eps, ab_t, ab_prev) * 1.01)
+
+
+def test_group_norm_silu_is_the_two_pytorch_ops_on_cpu_and_keeps_the_parameters():
+    """minigen.nn.group_norm_silu: bit for bit F.silu(norm(x)) on the CPU (the notebooks' numbers do not move), and
+    the GroupNorm module still owns the parameters, so checkpoints are the same whichever backend ran."""
+    import torch.nn.functional as F
+    from minigen.nn import group_norm_silu
+    norm = torch.nn.GroupNorm(4, 12)
+    with torch.no_grad():
+        norm.weight.normal_(), norm.bias.normal_()
+    x = torch.randn(3, 12, 7, 5, requires_grad=True)
+    out = group_norm_silu(norm, x)
+    assert torch.equal(out, F.silu(norm(x)))
+    out.sum().backward()
+    assert norm.weight.grad is not None and x.grad is not None
+    assert "down.0.0.norm1.weight" in UNet(UNET_PRESETS["ci"]).state_dict()
+
+
+@pytest.mark.skipif(not __import__("minigen.kernels", fromlist=["_dispatch"])._dispatch.interpreting(),
+                    reason="needs Triton's interpreter (TRITON_INTERPRET=1, as the test settings set)")
+def test_unet_runs_its_group_norms_through_the_triton_kernel(monkeypatch):
+    """With the Triton backend (the default on a GPU; here the interpreter), the U-Net's output and parameter
+    gradients match the PyTorch path: the fused GroupNorm + SiLU is what the model runs."""
+    from minigen.kernels import norm as norm_kernels
+    model = _perturbed(UNET_PRESETS["ci"])
+    x, t, y = torch.randn(2, 1, 28, 28), torch.tensor([10, 900]), torch.tensor([3, 10])
+
+    def run(backend):
+        monkeypatch.setenv("MINIGEN_KERNELS", backend)
+        model.zero_grad()
+        out = model(x, t, y)
+        out.square().mean().backward()
+        return out.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    calls = []
+    monkeypatch.setattr(norm_kernels.GroupNormSiLU, "apply", lambda *a, f=norm_kernels.GroupNormSiLU.apply:
+                        calls.append(a[0].shape) or f(*a))
+    out, grads = run("triton")
+    from minigen.models.unet import ResBlock
+    assert len(calls) == sum(isinstance(m, ResBlock) for m in model.modules()) + 1  # every norm1, and norm_out
+    ref, ref_grads = run("reference")
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
+    for name, g in grads.items():
+        torch.testing.assert_close(g, ref_grads[name], rtol=1e-3, atol=1e-5, msg=name)
