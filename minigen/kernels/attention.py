@@ -118,6 +118,12 @@ if triton is not None:
         return b * b_stride + h * h_stride + idx[:, None] * n_stride + offs_d[None, :] * d_stride
 
     @triton.jit
+    def _rescale(b_stride, h_stride, n_stride, STRIDE_ALIGN: tl.constexpr):
+        """A tensor's batch, head and row strides, passed divided by STRIDE_ALIGN, times that compile-time constant:
+        this is how the compiler learns they are multiples of it (see `_stride_align` on the host)."""
+        return b_stride * STRIDE_ALIGN, h_stride * STRIDE_ALIGN, n_stride * STRIDE_ALIGN
+
+    @triton.jit
     def _key_ok(mask_ptr, mask_b_stride, mask_n_stride, b, cols, N_K, HAS_MASK: tl.constexpr):
         """Which keys of a tile exist and are not padding: (BLOCK_N,) bool."""
         ok = cols < N_K
@@ -138,9 +144,13 @@ if triton is not None:
                          H, N_Q, N_K, qk_scale,
                          HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, CAUSAL: tl.constexpr,
                          HAS_MASK: tl.constexpr, PRECISION: tl.constexpr, NEED_MASK: tl.constexpr,
-                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+                         STRIDE_ALIGN: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
         """One program: BLOCK_M queries of one (batch, head), all keys in tiles of BLOCK_N, online softmax.
         The head dim is zero-padded to BLOCK_D, a power of two, by masked loads (d = 72 computes as 128)."""
+        q_b_stride, q_h_stride, q_n_stride = _rescale(q_b_stride, q_h_stride, q_n_stride, STRIDE_ALIGN)
+        k_b_stride, k_h_stride, k_n_stride = _rescale(k_b_stride, k_h_stride, k_n_stride, STRIDE_ALIGN)
+        v_b_stride, v_h_stride, v_n_stride = _rescale(v_b_stride, v_h_stride, v_n_stride, STRIDE_ALIGN)
+        o_b_stride, o_h_stride, o_n_stride = _rescale(o_b_stride, o_h_stride, o_n_stride, STRIDE_ALIGN)
         start_m = tl.program_id(0) * BLOCK_M
         bh = tl.program_id(1)
         b = (bh // H).to(tl.int64)  # 64-bit offsets: B*H*N*D may pass 2**31
@@ -196,8 +206,11 @@ if triton is not None:
     def _attn_bwd_delta_kernel(o_ptr, do_ptr, delta_ptr,
                                o_b_stride, o_h_stride, o_n_stride, o_d_stride,
                                do_b_stride, do_h_stride, do_n_stride, do_d_stride,
-                               H, N_Q, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr):
+                               H, N_Q, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, STRIDE_ALIGN: tl.constexpr,
+                               BLOCK_M: tl.constexpr):
         """Delta = rowsum(dO * O), (B, H, N) fp32: the term softmax's backward subtracts from every dP."""
+        o_b_stride, o_h_stride, o_n_stride = _rescale(o_b_stride, o_h_stride, o_n_stride, STRIDE_ALIGN)
+        do_b_stride, do_h_stride, do_n_stride = _rescale(do_b_stride, do_h_stride, do_n_stride, STRIDE_ALIGN)
         bh = tl.program_id(1)
         b = (bh // H).to(tl.int64)
         h = (bh % H).to(tl.int64)
@@ -223,9 +236,14 @@ if triton is not None:
                               H, N_Q, N_K, qk_scale, sm_scale,
                               HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, CAUSAL: tl.constexpr,
                               HAS_MASK: tl.constexpr, PRECISION: tl.constexpr, NEED_MASK: tl.constexpr,
-                              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+                              STRIDE_ALIGN: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
         """One program: BLOCK_N keys of one (batch, head); walks over query tiles, accumulates dK and dV.
         dK and dV are contiguous tensors of k's shape, so they share `dk_*_stride`."""
+        q_b_stride, q_h_stride, q_n_stride = _rescale(q_b_stride, q_h_stride, q_n_stride, STRIDE_ALIGN)
+        k_b_stride, k_h_stride, k_n_stride = _rescale(k_b_stride, k_h_stride, k_n_stride, STRIDE_ALIGN)
+        v_b_stride, v_h_stride, v_n_stride = _rescale(v_b_stride, v_h_stride, v_n_stride, STRIDE_ALIGN)
+        do_b_stride, do_h_stride, do_n_stride = _rescale(do_b_stride, do_h_stride, do_n_stride, STRIDE_ALIGN)
+        dk_b_stride, dk_h_stride, dk_n_stride = _rescale(dk_b_stride, dk_h_stride, dk_n_stride, STRIDE_ALIGN)
         start_n = tl.program_id(0) * BLOCK_N
         bh = tl.program_id(1)
         b = (bh // H).to(tl.int64)
@@ -287,8 +305,13 @@ if triton is not None:
                             H, N_Q, N_K, qk_scale, sm_scale,
                             HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, CAUSAL: tl.constexpr,
                             HAS_MASK: tl.constexpr, PRECISION: tl.constexpr, NEED_MASK: tl.constexpr,
-                            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+                            STRIDE_ALIGN: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
         """One program: BLOCK_M queries of one (batch, head); walks over key tiles, accumulates dQ."""
+        q_b_stride, q_h_stride, q_n_stride = _rescale(q_b_stride, q_h_stride, q_n_stride, STRIDE_ALIGN)
+        k_b_stride, k_h_stride, k_n_stride = _rescale(k_b_stride, k_h_stride, k_n_stride, STRIDE_ALIGN)
+        v_b_stride, v_h_stride, v_n_stride = _rescale(v_b_stride, v_h_stride, v_n_stride, STRIDE_ALIGN)
+        do_b_stride, do_h_stride, do_n_stride = _rescale(do_b_stride, do_h_stride, do_n_stride, STRIDE_ALIGN)
+        dq_b_stride, dq_h_stride, dq_n_stride = _rescale(dq_b_stride, dq_h_stride, dq_n_stride, STRIDE_ALIGN)
         start_m = tl.program_id(0) * BLOCK_M
         bh = tl.program_id(1)
         b = (bh // H).to(tl.int64)
@@ -347,6 +370,33 @@ def _precision(dtype: torch.dtype) -> str:
     return "ieee" if dtype == torch.float32 else "tf32"
 
 
+def _stride_align(*tensors) -> int:
+    """The largest power of two up to 16 that divides every batch, head and row stride of `tensors`.
+
+    Triton learns on its own only whether an integer argument is divisible by 16. DiT-XL's rows of d = 72 have a
+    stride of 72, divisible by 8 (16 bytes in bf16) but not 16, and without knowing it the compiler can neither
+    vectorise the loads nor pipeline them: compiled for sm_90, the forward at d = 72 had no asynchronous copies at all
+    and spilled registers, while with the strides' divisibility known it pipelines like d = 64
+    (`python scripts/kernel_resources.py`). `tl.multiple_of` on a scalar argument did not change that; passing the
+    strides divided by this number and multiplying them back by it as a compile-time constant (`_rescale`) does."""
+    align = 16
+    for t in tensors:
+        for stride in t.stride()[:3]:
+            while stride % align:
+                align //= 2
+    return align
+
+
+def _strides(align, *tensors):
+    """The launch's stride arguments: each tensor's batch, head and row strides divided by `align`, and its head-dim
+    stride as it is."""
+    args = []
+    for t in tensors:
+        b, h, n, d = t.stride()
+        args += [b // align, h // align, n // align, d]
+    return args
+
+
 def _mask_args(mask_u8, q):
     """Pointer and strides for the key-padding mask; a dummy pointer when there is none."""
     if mask_u8 is None:
@@ -360,11 +410,12 @@ def _flash_forward(q, k, v, causal, mask_u8, scale):
     o = torch.empty((B, H, N, D), dtype=q.dtype, device=q.device)
     lse = torch.empty((B, H, N), dtype=torch.float32, device=q.device)
     mask_arg, mask_b_stride, mask_n_stride = _mask_args(mask_u8, q)
+    align = _stride_align(q, k, v, o)
     grid = lambda meta: (triton.cdiv(N, meta["BLOCK_M"]), B * H)  # noqa: E731
-    _attn_fwd_kernel[grid](q, k, v, o, lse, mask_arg, *q.stride(), *k.stride(), *v.stride(), *o.stride(),
+    _attn_fwd_kernel[grid](q, k, v, o, lse, mask_arg, *_strides(align, q, k, v, o),
                            mask_b_stride, mask_n_stride, H, N, M, scale * LOG2E,
                            HEAD_DIM=D, BLOCK_D=_block_d(D), CAUSAL=causal,
-                           HAS_MASK=mask_u8 is not None, PRECISION=_precision(q.dtype))
+                           HAS_MASK=mask_u8 is not None, PRECISION=_precision(q.dtype), STRIDE_ALIGN=align)
     return o, lse
 
 
@@ -372,23 +423,22 @@ def _flash_backward(do, q, k, v, o, lse, causal, mask_u8, scale):
     B, H, N, D = q.shape
     M = k.shape[2]
     block_d = _block_d(D)
-    delta = torch.empty((B, H, N), dtype=torch.float32, device=q.device)
-    _attn_bwd_delta_kernel[(triton.cdiv(N, 64), B * H)](o, do, delta, *o.stride(), *do.stride(), H, N,
-                                                         HEAD_DIM=D, BLOCK_D=block_d, BLOCK_M=64)
     dq = torch.empty((B, H, N, D), dtype=q.dtype, device=q.device)
     dk = torch.empty((B, H, M, D), dtype=k.dtype, device=q.device)
     dv = torch.empty((B, H, M, D), dtype=v.dtype, device=q.device)
+    align = _stride_align(q, k, v, o, do, dq, dk)  # (dv is made like dk: the dK/dV kernel gives both dk's strides)
+    delta = torch.empty((B, H, N), dtype=torch.float32, device=q.device)
+    _attn_bwd_delta_kernel[(triton.cdiv(N, 64), B * H)](o, do, delta, *_strides(align, o, do), H, N,
+                                                         HEAD_DIM=D, BLOCK_D=block_d, STRIDE_ALIGN=align, BLOCK_M=64)
     mask_arg, mask_b_stride, mask_n_stride = _mask_args(mask_u8, q)
     common = dict(HEAD_DIM=D, BLOCK_D=block_d, CAUSAL=causal, HAS_MASK=mask_u8 is not None,
-                  PRECISION=_precision(q.dtype))
+                  PRECISION=_precision(q.dtype), STRIDE_ALIGN=align)
     grid_kv = lambda meta: (triton.cdiv(M, meta["BLOCK_N"]), B * H)  # noqa: E731
-    _attn_bwd_dkdv_kernel[grid_kv](q, k, v, do, lse, delta, mask_arg, dk, dv, *q.stride(), *k.stride(), *v.stride(),
-                                   *do.stride(), *dk.stride(), mask_b_stride, mask_n_stride,
-                                   H, N, M, scale * LOG2E, scale, **common)
+    _attn_bwd_dkdv_kernel[grid_kv](q, k, v, do, lse, delta, mask_arg, dk, dv, *_strides(align, q, k, v, do, dk),
+                                   mask_b_stride, mask_n_stride, H, N, M, scale * LOG2E, scale, **common)
     grid_q = lambda meta: (triton.cdiv(N, meta["BLOCK_M"]), B * H)  # noqa: E731
-    _attn_bwd_dq_kernel[grid_q](q, k, v, do, lse, delta, mask_arg, dq, *q.stride(), *k.stride(), *v.stride(),
-                                *do.stride(), *dq.stride(), mask_b_stride, mask_n_stride,
-                                H, N, M, scale * LOG2E, scale, **common)
+    _attn_bwd_dq_kernel[grid_q](q, k, v, do, lse, delta, mask_arg, dq, *_strides(align, q, k, v, do, dq),
+                                mask_b_stride, mask_n_stride, H, N, M, scale * LOG2E, scale, **common)
     return dq, dk, dv
 
 
