@@ -124,8 +124,29 @@ def test_autotune_candidates_on_a_gpu(monkeypatch):
     monkeypatch.setenv("MINIGEN_AUTOTUNE", "0")
     assert len(A._configs(pairs)) == 2
     configs = A._configs(pairs)
-    assert A._prune_fp32(configs, {"q_ptr": torch.zeros(1)}) == configs[:1]
-    assert A._prune_fp32(configs, {"q_ptr": torch.zeros(1, dtype=torch.float16)}) == configs
+    assert A._prune_fwd(configs, {"q_ptr": torch.zeros(1)}, BLOCK_D=64) == configs[:1]
+    assert A._prune_fwd(configs, {"q_ptr": torch.zeros(1, dtype=torch.float16)}, BLOCK_D=64) == configs
+
+
+def test_autotune_drops_the_candidates_that_spill_registers(monkeypatch):
+    """Compiled for sm_90, exactly these candidates spilled registers (scripts/kernel_resources.py): at BLOCK_D = 128
+    the forward's 128x64 and dQ's 128x32 tiles with 4 warps, dK/dV's 32x128 with 4 warps, 64x128 with 8 and 64x64
+    with 4; at BLOCK_D = 64 only dK/dV's 32x128 with 4 warps. The pruning drops them and keeps every other one."""
+    import sys
+    A = sys.modules["minigen.kernels.attention"]
+    monkeypatch.setattr(A, "interpreting", lambda: False)
+    monkeypatch.delenv("MINIGEN_AUTOTUNE", raising=False)
+    fp16 = {"q_ptr": torch.zeros(1, dtype=torch.float16)}
+    spilled = {("fwd", 128): {(128, 64, 4, 3), (128, 64, 4, 4)},
+               ("dkdv", 128): {(32, 128, 4, 3), (32, 128, 4, 5), (64, 128, 8, 3), (64, 64, 4, 3)},
+               ("dq", 128): {(128, 32, 4, 5)},
+               ("dkdv", 64): {(32, 128, 4, 3), (32, 128, 4, 5)}}
+    lists = {"fwd": A._FWD_PAIRS, "dkdv": A._DKDV_PAIRS, "dq": A._DQ_PAIRS}
+    prunes = {"fwd": A._prune_fwd, "dkdv": A._prune_dkdv, "dq": A._prune_dq}
+    for (kind, block_d), drop in {**{(k, d): set() for k in lists for d in (64, 128)}, **spilled}.items():
+        kept = prunes[kind](A._configs(lists[kind]), fp16, BLOCK_D=block_d)
+        got = {(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages) for c in kept}
+        assert got == set(lists[kind]) - drop, (kind, block_d)
 
 
 def test_dispatch_picks_reference_on_cpu(monkeypatch):

@@ -85,18 +85,36 @@ if triton is not None:
             pairs = pairs[:2]
         return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s) for bm, bn, w, s in pairs]
 
-    def _prune_fp32(configs, named_args, **kwargs):
-        """fp32 inputs run exact IEEE products on the CUDA cores, not the tensor cores: tuning tiles for them only
-        costs compile time (minutes for the big tiles), so they keep the first, small candidate."""
-        return configs[:1] if named_args["q_ptr"].dtype == torch.float32 else configs
+    def _prune(live_fp32):
+        """An `early_config_prune` for one kernel, given the fp32 values its tiles keep live,
+        `live_fp32(BLOCK_M, BLOCK_N, BLOCK_D)`. fp32 inputs run exact IEEE products on the CUDA cores, not the tensor
+        cores: tuning tiles for them only costs compile time (minutes for the big tiles), so they keep the first,
+        small candidate. Otherwise the candidates with more than 160 such values per thread go: compiled for sm_90
+        with a launch's arguments (scripts/kernel_resources.py), every candidate above that spilled registers to
+        local memory (the forward's 128x64 tile with 4 warps at BLOCK_D = 128, three of the dK/dV tiles at 128, ...)
+        and none at or below it did. The first candidate always stays."""
+        def prune(configs, named_args, **kwargs):
+            if named_args["q_ptr"].dtype == torch.float32:
+                return configs[:1]
+
+            def per_thread(c):
+                return live_fp32(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], kwargs["BLOCK_D"]) / (32 * c.num_warps)
+            return [c for i, c in enumerate(configs) if i == 0 or per_thread(c) <= 160]
+        return prune
+
+    # fp32 tiles live in each kernel's loop: the forward's output accumulator (M x D) and scores (M x N); dK/dV's two
+    # accumulators (N x D) and the transposed scores and dP (N x M); dQ's accumulator (M x D), scores and dP (M x N)
+    _prune_fwd = _prune(lambda m, n, d: m * d + m * n)
+    _prune_dkdv = _prune(lambda m, n, d: 2 * n * d + 2 * n * m)
+    _prune_dq = _prune(lambda m, n, d: m * d + 2 * m * n)
 
     # Hopper (H100/H200): 128-query tiles keep the tensor cores fed at D = 64..128; 64-key tiles with 4 warps suit
     # D = 128, 128-key tiles with 8 warps suit D <= 64. A candidate that does not fit shared memory is skipped.
-    _FWD_CONFIGS = _configs([(64, 32, 4, 2), (128, 64, 4, 3), (128, 128, 8, 3), (128, 64, 8, 3), (128, 128, 8, 2),
-                             (128, 64, 4, 4), (128, 32, 4, 4), (64, 64, 4, 4)])
-    _DKDV_CONFIGS = _configs([(32, 64, 4, 2), (32, 128, 8, 3), (32, 128, 4, 3), (32, 128, 4, 5), (64, 128, 8, 3),
-                              (64, 64, 4, 3)])
-    _DQ_CONFIGS = _configs([(64, 32, 4, 2), (128, 32, 8, 3), (128, 32, 4, 5), (128, 64, 8, 3), (64, 64, 4, 3)])
+    _FWD_PAIRS = [(64, 32, 4, 2), (128, 64, 4, 3), (128, 128, 8, 3), (128, 64, 8, 3), (128, 128, 8, 2),
+                  (128, 64, 4, 4), (128, 32, 4, 4), (64, 64, 4, 4)]
+    _DKDV_PAIRS = [(32, 64, 4, 2), (32, 128, 8, 3), (32, 128, 4, 3), (32, 128, 4, 5), (64, 128, 8, 3), (64, 64, 4, 3)]
+    _DQ_PAIRS = [(64, 32, 4, 2), (128, 32, 8, 3), (128, 32, 4, 5), (128, 64, 8, 3), (64, 64, 4, 3)]
+    _FWD_CONFIGS, _DKDV_CONFIGS, _DQ_CONFIGS = (_configs(p) for p in (_FWD_PAIRS, _DKDV_PAIRS, _DQ_PAIRS))
     _KEY = ["N_Q", "N_K", "HEAD_DIM", "CAUSAL", "HAS_MASK"]
     # The score tile needs masking only where some pair in it must not take part: a causal or padding mask, or a
     # last key tile that runs past N_K. Most DiT shapes (N a multiple of the tile, no mask) skip it entirely.
@@ -132,7 +150,7 @@ if triton is not None:
             ok = ok & (pad != 0)
         return ok
 
-    @triton.autotune(configs=_FWD_CONFIGS, key=_KEY, prune_configs_by={"early_config_prune": _prune_fp32})
+    @triton.autotune(configs=_FWD_CONFIGS, key=_KEY, prune_configs_by={"early_config_prune": _prune_fwd})
     @triton.heuristics(_NEEDS_MASK)
     @triton.jit
     def _attn_fwd_kernel(q_ptr, k_ptr, v_ptr, o_ptr, lse_ptr, mask_ptr,
@@ -223,7 +241,7 @@ if triton is not None:
                      mask=ok, other=0.0).to(tl.float32)
         tl.store(delta_ptr + bh.to(tl.int64) * N_Q + rows, tl.sum(o * do, 1), mask=rows < N_Q)
 
-    @triton.autotune(configs=_DKDV_CONFIGS, key=_KEY, prune_configs_by={"early_config_prune": _prune_fp32})
+    @triton.autotune(configs=_DKDV_CONFIGS, key=_KEY, prune_configs_by={"early_config_prune": _prune_dkdv})
     @triton.heuristics(_NEEDS_MASK)
     @triton.jit
     def _attn_bwd_dkdv_kernel(q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, delta_ptr, mask_ptr, dk_ptr, dv_ptr,
@@ -292,7 +310,7 @@ if triton is not None:
         tl.store(dk_ptr + out, dk.to(dk_ptr.dtype.element_ty), mask=kv_ok)
         tl.store(dv_ptr + out, dv.to(dv_ptr.dtype.element_ty), mask=kv_ok)
 
-    @triton.autotune(configs=_DQ_CONFIGS, key=_KEY, prune_configs_by={"early_config_prune": _prune_fp32})
+    @triton.autotune(configs=_DQ_CONFIGS, key=_KEY, prune_configs_by={"early_config_prune": _prune_dq})
     @triton.heuristics(_NEEDS_MASK)
     @triton.jit
     def _attn_bwd_dq_kernel(q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, delta_ptr, mask_ptr, dq_ptr,
