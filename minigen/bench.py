@@ -56,6 +56,9 @@ CPU_SHAPES = {"attention": [("course DiT 28px/2", 2, 6, 196, 64), ("course video
               "groupnorm": [("course U-Net 28px C64", 4, 64, 28, 28, 32)]}
 SDPA_BACKENDS = ("flash", "efficient", "cudnn", "math")
 GRAPH_CONTENDERS = ("minigen", "sdpa", "eager", "compile")  # the graph rows: minigen and what it is compared with
+# attention shapes get graph rows below this many forward flops: above it a call takes hundreds of microseconds of GPU
+# time, which no host work can hide behind, and the copies would take gigabytes
+GRAPH_MAX_FLOPS = 20e9
 
 
 def median_ms(fn, device, grad_to_none=None, reps=3):
@@ -83,7 +86,7 @@ def median_ms(fn, device, grad_to_none=None, reps=3):
     return statistics.median(times)
 
 
-def cold_calls(step, tensors, device, at_least=16, at_most=64):
+def cold_calls(step, tensors, device, at_least=8, at_most=64):
     """Zero-argument calls of `step(*copy)`, one per copy of `tensors` (leaves stay leaves that require grad), enough
     copies that cycling through them moves four times the L2 cache (within [at_least, at_most]): each call finds its
     inputs in device memory, as one layer of a real network does, not in the cache the previous call left them in."""
@@ -97,6 +100,10 @@ def cold_calls(step, tensors, device, at_least=16, at_most=64):
         copy = [t.detach().clone().requires_grad_(t.requires_grad) if ok else t for t, ok in zip(tensors, is_tensor)]
         calls.append(lambda copy=copy: step(*copy))
     return calls
+
+
+class CaptureError(RuntimeError):
+    """An error while capturing a CUDA graph; its argument is the error that broke the capture."""
 
 
 def graph_ms(calls, device, reps=10):
@@ -113,9 +120,13 @@ def graph_ms(calls, device, reps=10):
     torch.cuda.current_stream(device).wait_stream(side)
     torch.cuda.synchronize(device)
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for call in calls:
-            call()
+    try:
+        with torch.cuda.graph(graph):
+            # every call's outputs stay allocated, as a network's activations do: were they dropped, the next call
+            # would get the same memory and write over lines still in L2, and the writes would never be paid for
+            outputs = [call() for call in calls]
+    except Exception as error:
+        raise CaptureError(error.__context__ or error) from error  # (graph's exit raises its own error over the first)
     graph.replay()  # the first replay uploads the graph
     times = []
     for _ in range(reps):
@@ -125,7 +136,7 @@ def graph_ms(calls, device, reps=10):
         end.record()
         torch.cuda.synchronize(device)
         times.append(start.elapsed_time(end) / len(calls))
-    del graph
+    del graph, outputs
     return statistics.median(times)
 
 
@@ -138,11 +149,27 @@ def _forward_and_backward(fn, n_inputs):
     return step
 
 
+_graphs_failed = []  # set by a failed capture: the later graph rows are skipped
+
+
 def _graph_or_none(step, tensors, device, name):
-    """graph_ms over cold copies, or None with the reason on one line (a contender that cannot be captured)."""
+    """graph_ms over cold copies, or None with the reason on one line (a contender that cannot be captured).
+
+    An error inside a capture (something that syncs, or allocates outside the graph) can leave the capture stream
+    current and the allocator's capture state unfinished; so after one, the stream goes back to the default and
+    the remaining graph rows are skipped rather than trusted."""
+    if _graphs_failed:
+        return None
     try:
         return graph_ms(cold_calls(step, tensors, device), device)
-    except Exception as error:  # noqa: BLE001 (as _time_or_none)
+    except CaptureError as error:
+        cause = error.args[0]
+        print(f"  {name}: capture failed, {type(cause).__name__}: {(str(cause).splitlines() or [''])[0][:150]}; "
+              "no further graph rows in this run")
+        torch.cuda.set_stream(torch.cuda.default_stream(device))
+        _graphs_failed.append(name)
+        return None
+    except Exception as error:  # noqa: BLE001 (as _time_or_none: e.g. a backend that does not take this shape)
         print(f"  {name}: {type(error).__name__}: {str(error).splitlines()[0][:150] if str(error) else ''}")
         return None
 
@@ -225,7 +252,7 @@ def bench_attention(device, dtype, only=None, graph=False):
             fwd = _time_or_none(lambda: fn(q, k, v), device, name=f"{name} fwd {label}")
             both = _time_or_none(lambda: fn(q, k, v).backward(do), device, [q, k, v], f"{name} fwd+bwd {label}")
             timings = [("fwd", fwd), ("fwd+bwd", both)]
-            if graph and name in GRAPH_CONTENDERS:
+            if graph and name in GRAPH_CONTENDERS and attention_flops(B, H, N, N, D) < GRAPH_MAX_FLOPS:
                 timings += [("fwd graph", _graph_or_none(fn, (q, k, v), device, f"{name} fwd graph {label}")),
                             ("fwd+bwd graph", _graph_or_none(_forward_and_backward(fn, 3), (q, k, v, do), device,
                                                              f"{name} fwd+bwd graph {label}"))]
@@ -324,7 +351,8 @@ def format_table(rows, unit):
         cell = lambda c: "-" if c not in got or got[c]["value"] is None else f"{got[c]['value']:.3g}"  # noqa: E731
         line = f"{key[0]:<40}{key[1]:<15}" + "".join(f"{cell(c):>12}" for c in contenders)
         if has_roof:
-            line += f"{next(iter(got.values()))['roof']:>10.3g}"
+            roof = next(iter(got.values())).get("roof")
+            line += f"{'-' if roof is None else f'{roof:.3g}':>10}"
         if "minigen" in contenders:
             ours, base = got.get("minigen", {}).get("value"), got.get(baseline, {}).get("value")
             line += f"{(f'{ours / base:.2f}x' if ours and base else '-'):>16}"
@@ -352,7 +380,7 @@ def record(rows, dtype):
                      == (r["kernel"], r["shape"], r["mode"], base_name)), None)
         label = {"sdpa": "PyTorch SDPA, default backend", "eager": "eager PyTorch"}[base_name]
         unit = "TFLOP/s" if r["kernel"] == "attention" else "GB/s"
-        if "roof" in r:
+        if r.get("roof") is not None:
             label += f" (copy {r['roof']:.0f} GB/s)"
         results.record("07_kernels", f"{r['kernel']} {r['mode']} {r['shape']} {str(dtype).replace('torch.', '')}",
                        r["value"], baseline=base, baseline_label=label, unit=unit)
@@ -369,12 +397,13 @@ def recorded_table(gpu_only=True):
     rows = [r for r in rows if not (gpu_only and r["machine"].startswith("CPU"))]
     if not rows:
         return "No kernel figures recorded yet: run `python -m minigen.bench all --record` on a GPU."
-    lines = [f"{'kernel, pass, shape, dtype':<68}{'minigen':>10}{'baseline':>10}{'ratio':>8}  baseline is",
-             "-" * 126]
+    width = max(68, *(len(r["metric"]) + 2 for r in rows))
+    lines = [f"{'kernel, pass, shape, dtype':<{width}}{'minigen':>10}{'baseline':>10}{'ratio':>8}  baseline is",
+             "-" * (width + 58)]
     for r in rows:
         ratio = f"{r['value'] / r['baseline']:.2f}x" if r["baseline"] else "-"
         base = "-" if r["baseline"] is None else f"{r['baseline']:.4g}"
-        lines.append(f"{r['metric']:<68}{r['value']:>10.4g}{base:>10}{ratio:>8}  {r['baseline_label']}")
+        lines.append(f"{r['metric']:<{width}}{r['value']:>10.4g}{base:>10}{ratio:>8}  {r['baseline_label']}")
     machines = sorted({f"{r['machine']} on {r['date']}" for r in rows})
     units = "TFLOP/s for attention, GB/s for the norms"
     return f"Recorded by `python -m minigen.bench all --record` ({units}); measured on " + "; ".join(machines) + \
@@ -443,6 +472,8 @@ def run(which="all", *, device=None, dtype=None, compile=True, record_results=Fa
         att = bench_attention(device, dtype, only, graph)
         print("\nattention " + format_table(att, "TFLOP/s = attention_flops / time: 4*B*H*N*N*D forward, 3.5x that "
                                             "forward+backward"))
+        if record_results:  # table by table, so a later failure does not lose what was measured
+            record(att, dtype)
         rows += att
     if which in ("norm", "all"):
         norm = bench_norm(device, dtype, compile_=compile, only=only, graph=graph)
@@ -451,9 +482,9 @@ def run(which="all", *, device=None, dtype=None, compile=True, record_results=Fa
                                                  "GB/s = bytes moved at least / time; forward reads x and writes y, "
                                                  "backward also reads dy and writes dx; 'copy' = GB/s of copying x "
                                                  "into a preallocated tensor"))
+        if record_results:
+            record(norm, dtype)
         rows += norm
-    if record_results:
-        record(rows, dtype)
     return rows
 
 

@@ -290,3 +290,42 @@ def test_bench_graph_calls_each_run_on_their_own_copy_of_the_inputs(monkeypatch,
     rows = bench.run("norm", device="cpu", graph=True)
     assert "graph rows need CUDA graphs" in capsys.readouterr().out
     assert {r["mode"] for r in rows} == {"fwd", "fwd+bwd"}
+
+
+def test_bench_graph_rows_tables_and_records_survive_a_failed_capture(monkeypatch, capsys, tmp_path):
+    """The graph rows' path without a GPU: _graph_or_none stands in for the capture. Rows come out for every mode,
+    a missing copy roof prints '-' and records without it, and after a capture fails the other graph rows are
+    skipped (None) instead of run on a stream left in capture."""
+    import minigen.bench as bench
+    from minigen import results
+    monkeypatch.setattr(results, "results_path", lambda: tmp_path / "results.json")
+    monkeypatch.setenv("MINIGEN_PROFILE", "gpu")  # (the ci profile records nothing)
+    monkeypatch.setattr(bench, "_graphs_failed", [])
+    calls = []
+
+    def fake_graph_ms(calls_, device):
+        calls.append(len(calls_))
+        if len(calls) == 1:
+            raise RuntimeError("the copy's capture failed")  # before capture: only this row is lost
+        if len(calls) == 3:
+            raise bench.CaptureError(RuntimeError("operation not permitted when stream is capturing"))
+        return 0.01
+    monkeypatch.setattr(bench, "graph_ms", fake_graph_ms)
+    monkeypatch.setattr(torch.cuda, "set_stream", lambda stream: None)
+    monkeypatch.setattr(torch.cuda, "default_stream", lambda device: None)
+    x = torch.randn(2, 5, 8, requires_grad=True)
+    args = (torch.randn(2, 8), torch.randn(2, 8))
+    from minigen.kernels.norm import layernorm_modulate_reference as ref
+    rows = bench._bench_norm(torch.device("cpu"), "tiny", x, args, ref, ref, False, 64, graph=True)
+    out = capsys.readouterr().out
+    assert "capture failed" in out and "no further graph rows" in out
+    got = {(r["contender"], r["mode"]): r for r in rows}
+    assert set(got) == {("eager", m) for m in ("fwd", "fwd+bwd", "fwd graph", "fwd+bwd graph")}
+    assert got["eager", "fwd graph"]["value"] > 0 and got["eager", "fwd graph"]["roof"] is None
+    assert got["eager", "fwd+bwd graph"]["value"] is None and len(calls) == 3  # skipped after the capture failed
+    table = bench.format_table(rows, "GB/s")
+    assert "fwd+bwd graph" in table and table.splitlines()[-1].split()[-1] == "-"
+    for r in rows:
+        r["contender"] = "minigen" if r["mode"] == "fwd graph" else r["contender"]
+    bench.record(rows, torch.float32)
+    assert "layernorm_modulate fwd graph tiny float32" in bench.recorded_table(gpu_only=False)

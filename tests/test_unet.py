@@ -104,14 +104,18 @@ def test_group_norm_silu_is_the_two_pytorch_ops_on_cpu_and_keeps_the_parameters(
     assert "down.0.0.norm1.weight" in UNet(UNET_PRESETS["ci"]).state_dict()
 
 
-@pytest.mark.skipif(not __import__("minigen.kernels", fromlist=["_dispatch"])._dispatch.interpreting(),
-                    reason="needs Triton's interpreter (TRITON_INTERPRET=1, as the test settings set)")
+_GPU = __import__("os").environ.get("MINIGEN_TEST_GPU") == "1" and torch.cuda.is_available()
+
+
+@pytest.mark.skipif(not (_GPU or __import__("minigen.kernels", fromlist=["_dispatch"])._dispatch.interpreting()),
+                    reason="needs a GPU (MINIGEN_TEST_GPU=1) or Triton's interpreter (TRITON_INTERPRET=1)")
 def test_unet_runs_its_group_norms_through_the_triton_kernel(monkeypatch):
-    """With the Triton backend (the default on a GPU; here the interpreter), the U-Net's output and parameter
+    """With the Triton backend (the default on a GPU; on the CPU the interpreter), the U-Net's output and parameter
     gradients match the PyTorch path: the fused GroupNorm + SiLU is what the model runs."""
     from minigen.kernels import norm as norm_kernels
-    model = _perturbed(UNET_PRESETS["ci"])
-    x, t, y = torch.randn(2, 1, 28, 28), torch.tensor([10, 900]), torch.tensor([3, 10])
+    device = "cuda" if _GPU else "cpu"
+    model = _perturbed(UNET_PRESETS["ci"]).to(device)
+    x, t, y = (v.to(device) for v in (torch.randn(2, 1, 28, 28), torch.tensor([10, 900]), torch.tensor([3, 10])))
 
     def run(backend):
         monkeypatch.setenv("MINIGEN_KERNELS", backend)
