@@ -36,7 +36,7 @@ def test_environment_yml_matches_pyproject():
                                     "minigen.checkpoints", "minigen.results", "minigen.kernels",
                                     "minigen.kernels.compile_check", "minigen.bench", "minigen.exercises.kernels",
                                     "minigen.nn", "minigen.diffusion", "minigen.metrics", "minigen.patches",
-                                    "minigen.models.autoencoder", "minigen.models.mae", "minigen.models.vae", "minigen.models.flow",
-                                    "minigen.models.unet"])
+                                    "minigen.models.autoencoder", "minigen.models.mae", "minigen.models.vae",
+                                    "minigen.models.flow", "minigen.models.unet"])
 def test_module_imports_alone(module):
     subprocess.run([sys.executable, "-c", f"import {module}"], check=True, cwd=ROOT)
