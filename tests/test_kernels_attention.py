@@ -103,6 +103,41 @@ def test_strided_inputs_and_stride0_grad_output():
     check_2x("dv", got[1], v_store.grad, v_store.grad, torch.float32)
 
 
+def test_packed_qkv_with_strides_divisible_by_8_only():
+    """DiT's layout: q, k, v cut from one (B, N, 3, H, 72) tensor, so every row stride is a multiple of 8, not 16:
+    the kernels get the strides divided by STRIDE_ALIGN = 8 and multiply them back (`_stride_align`, `_rescale`).
+    Causal and not, with a stride-0 grad_output."""
+    import sys
+    A = sys.modules["minigen.kernels.attention"]
+    B, N, H, D = 2, 33, 2, 72
+    g = torch.Generator().manual_seed(4)
+    qkv = torch.randn(B, N, 3, H, D, generator=g).to(DEVICE).requires_grad_(True)
+    q, k, v = (qkv[:, :, i].transpose(1, 2) for i in range(3))  # (B, H, N, D), strides (3NHD, D, 3HD, 1)
+    assert A._stride_align(q, k, v) == 8
+    for causal in (False, True):
+        out = attention(q, k, v, causal=causal, backend="triton")
+        out.sum().backward()
+        got = qkv.grad.clone()
+        qkv.grad = None
+        ref = attention_reference(q, k, v, causal=causal)
+        ref.sum().backward()
+        check_2x("out", out, ref, ref, torch.float32)
+        check_2x("dqkv", got, qkv.grad, qkv.grad, torch.float32)
+        qkv.grad = None
+
+
+def test_stride_alignment_ignores_size_one_dims_and_keeps_huge_strides_64_bit():
+    """A size-1 dimension's stride never reaches an address (any value is legal there), so it neither lowers the
+    alignment nor travels (0 is passed); a stride of 2**31 or more gives alignment 1, since divided it would travel
+    as a 32-bit integer and the product in the kernel would wrap."""
+    import sys
+    A = sys.modules["minigen.kernels.attention"]
+    odd_batch = torch.empty_strided((1, 2, 16, 72), (12345, 16 * 72, 72, 1), device="meta")
+    assert A._stride_align(odd_batch) == 8 and A._strides(8, odd_batch) == [0, 144, 9, 1]
+    huge = torch.empty_strided((2, 1, 16, 16), (2 ** 32 + 256, 256, 16, 1), device="meta")
+    assert A._stride_align(huge) == 1 and A._strides(1, huge)[0] == 2 ** 32 + 256
+
+
 def test_query_with_no_key_gives_zeros():
     q, k, v = (t.detach() for t in make_qkv(2, 1, 17, 17, 16, torch.float32))
     mask = torch.ones(2, 17, dtype=torch.bool, device=DEVICE)
@@ -123,6 +158,10 @@ def test_autotune_candidates_on_a_gpu(monkeypatch):
     assert [(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages) for c in A._configs(pairs)] == pairs
     monkeypatch.setenv("MINIGEN_AUTOTUNE", "0")
     assert len(A._configs(pairs)) == 2
+    # the two a quick run keeps are both usable at BLOCK_D = 128 (d = 72 pads to it): the second does not spill
+    fp16 = {"q_ptr": torch.zeros(1, dtype=torch.float16)}
+    for pairs_, prune in ((A._FWD_PAIRS, A._prune_fwd), (A._DKDV_PAIRS, A._prune_dkdv), (A._DQ_PAIRS, A._prune_dq)):
+        assert len(prune(A._configs(pairs_), fp16, BLOCK_D=128)) == 2
     configs = A._configs(pairs)
     assert A._prune_fwd(configs, {"q_ptr": torch.zeros(1)}, BLOCK_D=64) == configs[:1]
     assert A._prune_fwd(configs, {"q_ptr": torch.zeros(1, dtype=torch.float16)}, BLOCK_D=64) == configs
@@ -192,20 +231,25 @@ def test_kernels_compile_for_hopper_without_a_gpu():
     8 (STRIDE_ALIGN), the key/value loads become asynchronous copies into a ring of num_stages buffers, so shared
     memory grows with the stages; when the compiler could not tell, it loaded synchronously and both used the
     same (see `attention._stride_align`)."""
-    # DiT-XL's head dim 72 (padded to 128), bf16, causal and key padding: every feature at once
+    # DiT-XL's head dim 72 (padded to 128), bf16, causal and key padding: every feature at once; as in a launch,
+    # head-dim strides of 1 are compile-time constants, and the tiles are ones the autotuner keeps
     c = dict(HEAD_DIM=72, BLOCK_D=128, CAUSAL=True, HAS_MASK=True, PRECISION="tf32", NEED_MASK=True, STRIDE_ALIGN=8)
-    # the no-mask forward with the head-dim strides of 1 a launch makes compile-time constants
-    fwd = dict(c, CAUSAL=False, HAS_MASK=False, NEED_MASK=False, BLOCK_M=128, BLOCK_N=64,
-               q_d_stride=1, k_d_stride=1, v_d_stride=1, o_d_stride=1)
+
+    def unit(*names):
+        return {f"{n}_d_stride": 1 for n in names}
+    fwd = dict(c, CAUSAL=False, HAS_MASK=False, NEED_MASK=False, BLOCK_M=128, BLOCK_N=64, **unit(*"qkvo"))
     specs = [
-        dict(kernel="attention._attn_fwd_kernel", constexprs=dict(c, BLOCK_M=128, BLOCK_N=64), num_warps=4),
+        dict(kernel="attention._attn_fwd_kernel", constexprs=dict(c, BLOCK_M=128, BLOCK_N=64, **unit(*"qkvo")),
+             num_warps=8),
         dict(kernel="attention._attn_fwd_kernel", num_warps=8,  # the fast path: no mask at all
              constexprs=dict(c, HEAD_DIM=64, BLOCK_D=64, CAUSAL=False, HAS_MASK=False, NEED_MASK=False,
-                             STRIDE_ALIGN=16, BLOCK_M=128, BLOCK_N=128)),
+                             STRIDE_ALIGN=16, BLOCK_M=128, BLOCK_N=128, **unit(*"qkvo"))),
         dict(kernel="attention._attn_bwd_delta_kernel", num_warps=4,
-             constexprs=dict(HEAD_DIM=72, BLOCK_D=128, STRIDE_ALIGN=8, BLOCK_M=64)),
-        dict(kernel="attention._attn_bwd_dkdv_kernel", constexprs=dict(c, BLOCK_M=32, BLOCK_N=128), num_warps=8),
-        dict(kernel="attention._attn_bwd_dq_kernel", constexprs=dict(c, BLOCK_M=128, BLOCK_N=32), num_warps=8),
+             constexprs=dict(HEAD_DIM=72, BLOCK_D=128, STRIDE_ALIGN=8, BLOCK_M=64, **unit("o", "do"))),
+        dict(kernel="attention._attn_bwd_dkdv_kernel", num_warps=8,
+             constexprs=dict(c, BLOCK_M=32, BLOCK_N=128, **unit("q", "k", "v", "do", "dk"))),
+        dict(kernel="attention._attn_bwd_dq_kernel", num_warps=8,
+             constexprs=dict(c, BLOCK_M=128, BLOCK_N=32, **unit("q", "k", "v", "do", "dq"))),
         dict(kernel="attention._attn_fwd_kernel", constexprs=fwd, num_warps=8, num_stages=1),
         dict(kernel="attention._attn_fwd_kernel", constexprs=fwd, num_warps=8, num_stages=3),
     ]

@@ -74,7 +74,7 @@ if triton is not None:
 
     def _configs(pairs):
         """Autotuning candidates as (BLOCK_M, BLOCK_N, num_warps, num_stages): first a small one that fits any
-        head dim in fp32, then the best guess, then the rest.
+        head dim in fp32, then the best guess for every head dim (none that spills at BLOCK_D = 128), then the rest.
 
         The interpreter gets one small config (it runs programs one by one in NumPy, so tuning would only cost
         time); MINIGEN_AUTOTUNE=0 keeps the first two, which cuts the compile time of a test run on a GPU (every
@@ -108,9 +108,11 @@ if triton is not None:
     _prune_dkdv = _prune(lambda m, n, d: 2 * n * d + 2 * n * m)
     _prune_dq = _prune(lambda m, n, d: m * d + 2 * m * n)
 
-    # Hopper (H100/H200): 128-query tiles keep the tensor cores fed at D = 64..128; 64-key tiles with 4 warps suit
-    # D = 128, 128-key tiles with 8 warps suit D <= 64. A candidate that does not fit shared memory is skipped.
-    _FWD_PAIRS = [(64, 32, 4, 2), (128, 64, 4, 3), (128, 128, 8, 3), (128, 64, 8, 3), (128, 128, 8, 2),
+    # Hopper (H100/H200): 128-query tiles keep the tensor cores fed at D = 64..128; 64-key tiles with 8 warps suit
+    # BLOCK_D = 128 (with 4 warps they spill there, and `_prune` drops them), 128-key tiles suit D <= 64. The second
+    # entry is the one MINIGEN_AUTOTUNE=0 keeps beside the first, so it is one that every head dim can use. A
+    # candidate that does not fit shared memory is skipped.
+    _FWD_PAIRS = [(64, 32, 4, 2), (128, 64, 8, 3), (128, 128, 8, 3), (128, 64, 4, 3), (128, 128, 8, 2),
                   (128, 64, 4, 4), (128, 32, 4, 4), (64, 64, 4, 4)]
     _DKDV_PAIRS = [(32, 64, 4, 2), (32, 128, 8, 3), (32, 128, 4, 3), (32, 128, 4, 5), (64, 128, 8, 3), (64, 64, 4, 3)]
     _DQ_PAIRS = [(64, 32, 4, 2), (128, 32, 8, 3), (128, 32, 4, 5), (128, 64, 8, 3), (64, 64, 4, 3)]
@@ -396,22 +398,30 @@ def _stride_align(*tensors) -> int:
     vectorise the loads nor pipeline them: compiled for sm_90, the forward at d = 72 had no asynchronous copies at all
     and spilled registers, while with the strides' divisibility known it pipelines like d = 64
     (`python scripts/kernel_resources.py`). `tl.multiple_of` on a scalar argument did not change that; passing the
-    strides divided by this number and multiplying them back by it as a compile-time constant (`_rescale`) does."""
+    strides divided by this number and multiplying them back by it as a compile-time constant (`_rescale`) does.
+
+    The strides of size-1 dimensions never reach an address, so they do not count (`_strides` passes 0 for them).
+    A stride of 2**31 or more gives 1: Triton passes such an integer as 64-bit, but divided it would arrive as 32-bit
+    and the multiplication back would wrap."""
     align = 16
     for t in tensors:
-        for stride in t.stride()[:3]:
+        for size, stride in zip(t.shape[:3], t.stride()[:3]):
+            if size == 1:
+                continue
+            if stride >= 2 ** 31:
+                return 1
             while stride % align:
                 align //= 2
     return align
 
 
 def _strides(align, *tensors):
-    """The launch's stride arguments: each tensor's batch, head and row strides divided by `align`, and its head-dim
-    stride as it is."""
+    """The launch's stride arguments: each tensor's batch, head and row strides divided by `align` (0 for a size-1
+    dimension, whose index is always 0), and its head-dim stride as it is."""
     args = []
     for t in tensors:
-        b, h, n, d = t.stride()
-        args += [b // align, h // align, n // align, d]
+        args += [stride // align if size > 1 else 0 for size, stride in zip(t.shape[:3], t.stride()[:3])]
+        args.append(t.stride(3))
     return args
 
 

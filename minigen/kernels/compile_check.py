@@ -30,6 +30,7 @@ FP32_POINTERS = {"mean_ptr", "rstd_ptr", "dshift_ptr", "dscale_ptr", "dgate_ptr"
                  "delta_ptr"}  # statistics and partial sums are fp32 whatever the activations' dtype
 FLOAT_ARGS = {"eps", "qk_scale", "sm_scale"}
 SKIP = 77  # the subprocess's exit code when this Triton's compiler API is not the one written against
+MARK = "compile_check results: "  # the line of the subprocess's output that holds them
 
 
 class CompilerUnavailable(RuntimeError):
@@ -79,6 +80,8 @@ def compile_kernel(kernel, constexprs: dict, *, num_warps: int = 4, num_stages: 
     """Compile `kernel` (a @triton.jit function, possibly autotuned) for sm_`arch` with `constexprs` and read the
     result; pointers other than the fp32 statistics are `dtype`."""
     import triton
+    if tuple(int(x) for x in triton.__version__.split(".")[:2]) < (3, 3):
+        raise CompilerUnavailable(f"triton {triton.__version__}: the ahead-of-time compile here needs 3.3 or newer")
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
     fn = _jit_function(kernel)
@@ -87,17 +90,22 @@ def compile_kernel(kernel, constexprs: dict, *, num_warps: int = 4, num_stages: 
            else f"*{dtype}" if n.endswith("_ptr") else "fp32" if n in FLOAT_ARGS else "i32" for n in fn.arg_names}
     attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(fn.arg_names)
              if n not in constexprs and (n.endswith("_ptr") or ints.get(n, 1) % 16 == 0)}
+    # errors of the API's shape (another Triton's ASTSource, attrs, asm or metadata) mean "cannot tell here"; a
+    # CompilationError or an MLIR failure inside triton.compile is the kernel's own fault and stays an error
+    api_errors = (TypeError, AttributeError, KeyError, AssertionError)
     try:
         source = ASTSource(fn, sig, constexprs, attrs)
-    except (TypeError, AssertionError) as error:
-        raise CompilerUnavailable(f"triton {triton.__version__}: {error}") from error
-    compiled = triton.compile(source, target=GPUTarget("cuda", arch, 32),
-                              options=dict(num_warps=num_warps, num_stages=num_stages))
-    usage = _resource_usage(compiled.asm["cubin"])
-    ttgir = compiled.asm["ttgir"]
+    except api_errors as error:
+        raise CompilerUnavailable(f"triton {triton.__version__}: {type(error).__name__}: {error}") from error
+    try:
+        compiled = triton.compile(source, target=GPUTarget("cuda", arch, 32),
+                                  options=dict(num_warps=num_warps, num_stages=num_stages))
+        cubin, ttgir, shared = compiled.asm["cubin"], compiled.asm["ttgir"], compiled.metadata.shared
+    except api_errors as error:
+        raise CompilerUnavailable(f"triton {triton.__version__}: {type(error).__name__}: {error}") from error
+    usage = _resource_usage(cubin)
     return Compiled(kernel=fn.__name__, registers=usage.get("REG"), spilled_bytes=usage.get("STACK"),
-                    shared_bytes=compiled.metadata.shared,
-                    pipelined="async_copy" in ttgir or "async_tma_copy" in ttgir)
+                    shared_bytes=shared, pipelined="async_copy" in ttgir or "async_tma_copy" in ttgir)
 
 
 def _compile_spec(spec: dict) -> Compiled:
@@ -111,15 +119,20 @@ def compile_in_subprocess(specs: list[dict], timeout: float = 600) -> list[Compi
     """compile_kernel for each spec, in a fresh Python with the interpreter off (Triton reads TRITON_INTERPRET once,
     at import, so a process running kernels in the interpreter cannot also compile them)."""
     root = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "TRITON_INTERPRET": "0", "PYTHONPATH": os.pathsep.join(
+    # FP fusion as on a GPU by default (the tests turn it off for the interpreter's sake; the compiled code differs)
+    env = {**os.environ, "TRITON_INTERPRET": "0", "TRITON_DEFAULT_FP_FUSION": "1", "PYTHONPATH": os.pathsep.join(
         [str(root)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))}
-    result = subprocess.run([sys.executable, "-m", "minigen.kernels.compile_check"], input=json.dumps(specs),
-                            cwd=root, env=env, capture_output=True, text=True, timeout=timeout)
+    try:
+        result = subprocess.run([sys.executable, "-m", "minigen.kernels.compile_check"], input=json.dumps(specs),
+                                cwd=root, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as error:
+        raise RuntimeError(f"compiling {len(specs)} kernels took longer than {timeout} s") from error
     if result.returncode == SKIP:
         raise CompilerUnavailable(result.stdout.strip())
-    if result.returncode != 0:
+    results = [line[len(MARK):] for line in result.stdout.splitlines() if line.startswith(MARK)]
+    if result.returncode != 0 or not results:
         raise RuntimeError(f"compiling the kernels failed:\n{result.stderr[-3000:]}")
-    return [Compiled(**row) for row in json.loads(result.stdout.splitlines()[-1])]
+    return [Compiled(**row) for row in json.loads(results[-1])]
 
 
 def main() -> None:
@@ -130,7 +143,7 @@ def main() -> None:
     except CompilerUnavailable as error:
         print(error)
         sys.exit(SKIP)
-    print(json.dumps([dataclasses.asdict(r) for r in results]))
+    print(MARK + json.dumps([dataclasses.asdict(r) for r in results]))
 
 
 if __name__ == "__main__":
