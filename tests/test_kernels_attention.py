@@ -345,3 +345,32 @@ def test_bench_graph_rows_tables_and_records_survive_a_failed_capture(monkeypatc
         r["contender"] = "minigen" if r["mode"] == "fwd graph" else r["contender"]
     bench.record(rows, torch.float32)
     assert "layernorm_modulate fwd graph tiny float32" in bench.recorded_table(gpu_only=False)
+
+
+def test_kernel_exercise_checkers_accept_a_solution_and_reject_a_wrong_one(capsys):
+    """Notebook 07's three checkers: each passes a right answer and names the problem in a wrong one."""
+    from minigen.exercises import kernels as ex
+
+    def merge(m_a, l_a, acc_a, m_b, l_b, acc_b):
+        m = torch.maximum(m_a, m_b)
+        wa, wb = torch.exp(m_a - m), torch.exp(m_b - m)
+        return m, wa * l_a + wb * l_b, wa[:, None] * acc_a + wb[:, None] * acc_b
+
+    def stride_align(shape, strides):
+        align = 16
+        for size, stride in zip(shape[:3], strides[:3]):
+            while size > 1 and stride % align:
+                align //= 2
+        return align
+
+    ex.check_merge_partials(merge)
+    ex.check_modulate_traffic(lambda B, N, C, b: (6 * B * N * C * b, 2 * B * N * C * b))
+    ex.check_stride_align(stride_align)
+    assert capsys.readouterr().out.count("correct") == 6
+    with pytest.raises(AssertionError, match="l:"):
+        ex.check_merge_partials(lambda m_a, l_a, acc_a, m_b, l_b, acc_b: (torch.maximum(m_a, m_b), l_a + l_b,
+                                                                          acc_a + acc_b))
+    with pytest.raises(AssertionError, match="eager ops"):
+        ex.check_modulate_traffic(lambda B, N, C, b: (2 * B * N * C * b, 2 * B * N * C * b))
+    with pytest.raises(AssertionError, match="size-1"):
+        ex.check_stride_align(lambda shape, strides: stride_align((2, 2, 2, 2), strides))  # counts size-1 dims

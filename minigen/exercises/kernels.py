@@ -2,6 +2,7 @@
 
     check_merge_partials(my_merge_partials)      merge two key blocks' online-softmax states (split-K attention)
     check_modulate_traffic(my_modulate_traffic)  bytes moved by adaLN's LN * (1 + scale) + shift, eager vs fused
+    check_stride_align(my_stride_align)          what the compiler may assume about a tensor's strides
 
 Each runs your function on fixed cases, prints "correct" or raises AssertionError with a hint.
 """
@@ -49,3 +50,27 @@ def check_modulate_traffic(fn) -> None:
             raise AssertionError(f"B={B} N={N} C={C} bytes_per={bytes_per}: got {tuple(got)}, expected {want}. Each "
                                  f"of the three eager ops reads one full tensor and writes one")
     print("modulate traffic: correct")
+
+
+def check_stride_align(fn) -> None:
+    """fn(shape, strides) -> int: for a (B, H, N, D) tensor, the largest power of two up to 16 that divides the batch,
+    head and row strides, ignoring a dimension of size 1 (its stride never reaches an address). Checked against
+    minigen's own `_stride_align` on DiT-like layouts: contiguous, packed q/k/v, odd sequence lengths, a size-1
+    batch with a stride that divides nothing."""
+    import sys
+    attention = sys.modules["minigen.kernels.attention"]
+    B, N, H = 2, 97, 16
+    cases = [((B, H, N, 64), (H * N * 64, N * 64, 64, 1)),  # contiguous, d = 64
+             ((B, H, N, 72), (H * N * 72, N * 72, 72, 1)),  # contiguous, DiT-XL's d = 72
+             ((B, H, N, 72), (N * 3 * H * 72, 72, 3 * H * 72, 1)),  # q cut from a packed (B, N, 3, H, D) tensor
+             ((B, 4, 5, 20), (400, 100, 20, 1)),  # d = 20
+             ((1, H, N, 72), (12345, N * 72, 72, 1)),  # batch of one: its stride does not count
+             ((B, H, N, 36), (H * N * 36, N * 36, 36, 1))]  # an odd number of bf16 pairs per row
+    for shape, strides in cases:
+        want = attention._stride_align(torch.empty_strided(shape, strides, device="meta"))
+        got = fn(shape, strides)
+        if got != want:
+            raise AssertionError(f"shape {shape}, strides {strides}: got {got}, expected {want}. Start from 16 and "
+                                 "halve while some counted stride is not a multiple; skip size-1 dimensions and "
+                                 "the head-dim stride")
+    print("stride alignment: correct")
