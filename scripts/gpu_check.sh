@@ -41,10 +41,11 @@ open("/tmp/warm/notebook07.py", "w").write("import matplotlib\nmatplotlib.use('A
 PY
 timeout 150 python3 /tmp/warm/notebook07.py >/tmp/warm/notebook.txt 2>&1 &
 timeout 150 python3 scripts/unet_step_time.py --steps 1 >/tmp/warm/unet.txt 2>&1 &  # the U-Net's fp32 norm keys
-# -n 1 (pytest-xdist): a test whose kernel breaks the CUDA context ends its worker (tests/conftest.py) and fails
-# alone; -rP keeps the error figures each test prints
-MINIGEN_TEST_GPU=1 MINIGEN_AUTOTUNE=0 timeout 150 python3 -m pytest -q -n 1 -rP -p no:cacheprovider tests -k kernel \
-  >"$OUT/tests.txt" 2>&1
+# -n 4 (pytest-xdist): four workers compile in parallel (each new shape and dtype is a compile), and a test whose
+# kernel breaks the CUDA context ends its worker (tests/conftest.py) and fails alone; -rP keeps the error figures
+# each test prints, --durations says which tests the time went to
+MINIGEN_TEST_GPU=1 MINIGEN_AUTOTUNE=0 timeout 170 python3 -m pytest -q -n 4 -rP --durations=15 -p no:cacheprovider \
+  tests -k kernel >"$OUT/tests.txt" 2>&1
 echo "kernel tests on CUDA: exit $? in $((SECONDS - start)) s; $(tail -n 1 "$OUT/tests.txt")" | tee -a "$log"
 wait
 echo "caches warm after $((SECONDS - start)) s; warm-up runs that failed:" | tee -a "$log"

@@ -29,7 +29,7 @@ def _seeded():
 def _cuda_fault_ends_worker():
     """On a GPU (MINIGEN_TEST_GPU=1), a kernel that faults (an illegal memory access) leaves the process's CUDA
     context unusable, so every later test would fail too. After each test, synchronize; if the context is broken, end
-    this process at once. Under pytest-xdist (`-n 1`, as scripts/gpu_check.sh runs it) that fails this test only,
+    this process at once. Under pytest-xdist (`-n 4`, as scripts/gpu_check.sh runs it) that fails this test only,
     and a fresh worker runs the rest."""
     yield
     if os.environ.get("MINIGEN_TEST_GPU") == "1" and torch.cuda.is_available() and torch.cuda.is_initialized():
