@@ -163,15 +163,21 @@ def _graph_or_none(step, tensors, device, name):
     try:
         return graph_ms(cold_calls(step, tensors, device), device)
     except CaptureError as error:
-        cause = error.args[0]
-        print(f"  {name}: capture failed, {type(cause).__name__}: {(str(cause).splitlines() or [''])[0][:150]}; "
-              "no further graph rows in this run")
+        print(f"  {name}: capture failed, {_one_line(error.args[0])}; no further graph rows in this run")
         torch.cuda.set_stream(torch.cuda.default_stream(device))
         _graphs_failed.append(name)
         return None
     except Exception as error:  # noqa: BLE001 (as _time_or_none: e.g. a backend that does not take this shape)
-        print(f"  {name}: {type(error).__name__}: {str(error).splitlines()[0][:150] if str(error) else ''}")
+        print(f"  {name}: {_one_line(error)}")
         return None
+
+
+def _graph_timings(fn, inputs, grad_output, consts, device, title):
+    """[("fwd graph", ms), ("fwd+bwd graph", ms)] for fn(*inputs, *consts), replayed from CUDA graphs (None where
+    that failed); the backward takes the gradients of `inputs` for `grad_output`."""
+    return [("fwd graph", _graph_or_none(fn, (*inputs, *consts), device, f"{title} fwd graph")),
+            ("fwd+bwd graph", _graph_or_none(_forward_and_backward(fn, len(inputs)), (*inputs, grad_output, *consts),
+                                             device, f"{title} fwd+bwd graph"))]
 
 
 def _sdpa_context(name):
@@ -205,8 +211,13 @@ def _time_or_none(fn, device, grad_to_none=None, name=""):
     try:
         return median_ms(fn, device, grad_to_none)
     except Exception as error:  # noqa: BLE001 (a benchmark reports failures, it does not stop at them)
-        print(f"  {name}: {type(error).__name__}: {str(error).splitlines()[0][:150] if str(error) else ''}")
+        print(f"  {name}: {_one_line(error)}")
         return None
+
+
+def _one_line(error):
+    """An error as its type and the first line of its message, cut to 150 characters."""
+    return f"{type(error).__name__}: {(str(error).splitlines() or [''])[0][:150]}"
 
 
 def _grads(fn, inputs, grad_output, consts, dtype):
@@ -253,9 +264,7 @@ def bench_attention(device, dtype, only=None, graph=False):
             both = _time_or_none(lambda: fn(q, k, v).backward(do), device, [q, k, v], f"{name} fwd+bwd {label}")
             timings = [("fwd", fwd), ("fwd+bwd", both)]
             if graph and name in GRAPH_CONTENDERS and attention_flops(B, H, N, N, D) < GRAPH_MAX_FLOPS:
-                timings += [("fwd graph", _graph_or_none(fn, (q, k, v), device, f"{name} fwd graph {label}")),
-                            ("fwd+bwd graph", _graph_or_none(_forward_and_backward(fn, 3), (q, k, v, do), device,
-                                                             f"{name} fwd+bwd graph {label}"))]
+                timings += _graph_timings(fn, (q, k, v), do, (), device, f"{name} {label}")
             for mode, ms in timings:
                 flops = attention_flops(B, H, N, N, D, backward=mode.startswith("fwd+bwd"))
                 rows.append(dict(kernel="attention", shape=f"{label} B{B} H{H} N{N} D{D}", mode=mode, contender=name,
@@ -292,10 +301,8 @@ def _bench_norm(device, label, x, args, reference, kernel, compile_, extra_bytes
         # bytes at least: forward reads x, writes y; backward reads x and dy, writes dx (+ the small vectors)
         timings = [("fwd", fwd, 2, copy_gbs), ("fwd+bwd", both, 5, copy_gbs)]
         if graph and name in GRAPH_CONTENDERS:
-            timings += [("fwd graph", _graph_or_none(lambda x, *a, fn=fn: fn(x, *a), (x, *args), device,
-                                                     f"{name} fwd graph {label}"), 2, copy_graph_gbs),
-                        ("fwd+bwd graph", _graph_or_none(_forward_and_backward(fn, 1), (x, dy, *args), device,
-                                                         f"{name} fwd+bwd graph {label}"), 5, copy_graph_gbs)]
+            timings += [(mode, ms, n, copy_graph_gbs)
+                        for (mode, ms), n in zip(_graph_timings(fn, (x,), dy, args, device, f"{name} {label}"), (2, 5))]
         for mode, ms, n, roof in timings:
             rows.append(dict(kernel=reference.__name__.replace("_reference", ""), shape=label, mode=mode,
                              contender=name, ms=ms, value=gbs(ms, n * x_bytes + extra_bytes), roof=roof))

@@ -1,10 +1,13 @@
 """The U-Net denoiser: shapes, conditioning, zero-init, clear errors, and that it learns."""
+import os
+
 import pytest
 import torch
 
 from minigen.diffusion import Diffusion, ddim_sample, make_schedule
+from minigen.kernels import _dispatch
 from minigen.exercises import diffusion as ex
-from minigen.models.unet import UNET_PRESETS, UNet, UNetConfig, num_parameters, timestep_embedding
+from minigen.models.unet import UNET_PRESETS, ResBlock, UNet, UNetConfig, num_parameters, timestep_embedding
 
 
 def _perturbed(config: UNetConfig) -> UNet:
@@ -104,10 +107,10 @@ def test_group_norm_silu_is_the_two_pytorch_ops_on_cpu_and_keeps_the_parameters(
     assert "down.0.0.norm1.weight" in UNet(UNET_PRESETS["ci"]).state_dict()
 
 
-_GPU = __import__("os").environ.get("MINIGEN_TEST_GPU") == "1" and torch.cuda.is_available()
+_GPU = os.environ.get("MINIGEN_TEST_GPU") == "1" and torch.cuda.is_available()
 
 
-@pytest.mark.skipif(not (_GPU or __import__("minigen.kernels", fromlist=["_dispatch"])._dispatch.interpreting()),
+@pytest.mark.skipif(not (_GPU or _dispatch.interpreting()),
                     reason="needs a GPU (MINIGEN_TEST_GPU=1) or Triton's interpreter (TRITON_INTERPRET=1)")
 def test_unet_runs_its_group_norms_through_the_triton_kernel(monkeypatch):
     """With the Triton backend (the default on a GPU; on the CPU the interpreter), the U-Net's output and parameter
@@ -128,7 +131,6 @@ def test_unet_runs_its_group_norms_through_the_triton_kernel(monkeypatch):
     monkeypatch.setattr(norm_kernels.GroupNormSiLU, "apply", lambda *a, f=norm_kernels.GroupNormSiLU.apply:
                         calls.append(a[0].shape) or f(*a))
     out, grads = run("triton")
-    from minigen.models.unet import ResBlock
     assert len(calls) == sum(isinstance(m, ResBlock) for m in model.modules()) + 1  # every norm1, and norm_out
     ref, ref_grads = run("reference")
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
