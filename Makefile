@@ -3,34 +3,44 @@
 #   make test                  install, then every unit test and every notebook under nbval (ci profile)
 #   make execute [NOTEBOOKS=]  re-run notebooks in place (cpu profile, or gpu where CUDA is present),
 #                              recording each one's wall time in docs/results.md and the README table
-#   make checkpoints [NAMES=]  rebuild the course checkpoints by training at the gpu profile
+#   make checkpoints [NAMES=] [NPROC=N]  rebuild the course checkpoints by training at the gpu profile
+#                              (NPROC > 1: data-parallel under torchrun, one process a GPU)
 #   make slides                turn the notebooks into reveal.js lectures under docs/slides/
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 PYTHON ?= python3
 VENV ?= .venv
-PY := $(VENV)/bin/python
+# A venv keeps its programs in bin/ on Linux and macOS, in Scripts/ on Windows (make from Git Bash or MSYS2).
+BIN := $(VENV)/$(if $(filter Windows_NT,$(OS)),Scripts,bin)
+PY := $(BIN)/python
 TORCH_PIN := torch==2.13.0
 STAMP := $(VENV)/.minigen-installed
+
+NPROC ?= 1
+PIP := $(PY) -m pip install --progress-bar on --disable-pip-version-check
 
 .PHONY: course test unit nbval execute checkpoints slides install clean
 
 $(PY):
+	@echo "installing: a virtual environment in $(VENV)"
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+	$(PIP) --upgrade pip
 
 # torch first and pinned (the CPU build here; a plain `torch` would pull a multi-GB CUDA build), unless a
-# CUDA torch is already installed (a GPU box, or Colab, which keeps its own).
+# CUDA torch is already installed (a GPU box, or Colab, which keeps its own). The gpu extra (Triton) carries a
+# platform marker: pip installs it on Linux and skips it on macOS and Windows, where Triton has no wheels.
 $(STAMP): $(PY) pyproject.toml
 	@if $(PY) -c "import torch, sys; sys.exit(0 if torch.version.cuda else 1)" 2>/dev/null; then \
-		echo "keeping the installed CUDA torch"; else $(PY) -m pip install -q "$(TORCH_PIN)"; fi
-	$(PY) -m pip install -q -e ".[test,gpu]"
+		echo "keeping the installed CUDA torch"; \
+	else echo "installing: $(TORCH_PIN) (about 200 MB on the first run)"; $(PIP) "$(TORCH_PIN)"; fi
+	@echo "installing: minigen and its dependencies (numpy, matplotlib, jupyter, pytest, nbval, triton on Linux)"
+	$(PIP) -e ".[test,gpu]"
 	touch $(STAMP)
 
 install: $(STAMP)
 
 course: install
-	$(VENV)/bin/jupyter lab notebooks/ $(if $(NOBROWSER),--no-browser,) $(if $(filter 0,$(shell id -u)),--allow-root,)
+	$(BIN)/jupyter lab notebooks/ $(if $(NOBROWSER),--no-browser,) $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 unit: install
 	MINIGEN_PROFILE=ci $(PY) -m pytest tests/
@@ -45,11 +55,13 @@ execute: install
 	$(PY) scripts/course_table.py time --profile $$profile --inplace $(NOTEBOOKS)
 	$(PY) scripts/course_table.py readme
 
+# NPROC=N > 1 trains each checkpoint data-parallel on N processes (one a GPU; gloo on a CPU) under torchrun.
 checkpoints: install
-	$(PY) -m minigen.checkpoints build $(NAMES)
+	$(if $(filter 1,$(NPROC)),$(PY),$(PY) -m torch.distributed.run --standalone --nproc_per_node $(NPROC)) \
+		-m minigen.checkpoints build $(NAMES)
 
 slides: install
-	$(VENV)/bin/jupyter nbconvert --to slides --output-dir docs/slides notebooks/[0-9]*.ipynb
+	$(BIN)/jupyter nbconvert --to slides --output-dir docs/slides notebooks/[0-9]*.ipynb
 
 clean:
 	rm -rf $(VENV) .pytest_cache **/__pycache__

@@ -105,6 +105,8 @@ def build(name: str) -> Path:
     finally:
         os.environ.pop("MINIGEN_PROFILE") if previous is None else os.environ.update(MINIGEN_PROFILE=previous)
     info = {"minutes": round((time.time() - start) / 60, 1), **info}
+    if int(os.environ.get("RANK", 0)) > 0:  # under torchrun (make checkpoints NPROC=N) rank 0 alone writes
+        return checkpoint_dir() / f"{name}.pt"
     return save(name, model, info, half=info.pop("half", True))
 
 

@@ -18,10 +18,12 @@ shaped like x_t and t a (B,) long tensor of timesteps in [0, T). Schedules are f
 coefficient is gathered at t and cast to x's dtype and device when used.
 """
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
+
+from .nn import check_values
 
 SCHEDULES = ("linear", "cosine")
 
@@ -36,6 +38,18 @@ class Schedule:
     name: str
     betas: torch.Tensor                # beta_t: the variance added at step t
     alphas_cumprod: torch.Tensor       # alpha-bar_t = prod_{s<=t} (1 - beta_s): signal kept after t steps
+    _copies: dict = field(default_factory=dict, compare=False, repr=False)  # device -> this schedule there
+
+    def on(self, device) -> "Schedule":
+        """This schedule with its tables on `device`, made once per device: a training step then gathers its
+        coefficients where x lives, with no host-to-GPU copy (and no wait for the GPU) per step."""
+        device = torch.device(device)
+        if self.betas.device == device:
+            return self
+        if device not in self._copies:
+            self._copies[device] = replace(self, betas=self.betas.to(device),
+                                           alphas_cumprod=self.alphas_cumprod.to(device), _copies={})
+        return self._copies[device]
 
     @property
     def T(self) -> int:
@@ -48,7 +62,7 @@ class Schedule:
     @property
     def alphas_cumprod_prev(self) -> torch.Tensor:
         """alpha-bar_{t-1}, with alpha-bar_{-1} = 1 (no noise before the first step)."""
-        return torch.cat([torch.ones(1, dtype=torch.float64), self.alphas_cumprod[:-1]])
+        return torch.cat([self.alphas_cumprod.new_ones(1), self.alphas_cumprod[:-1]])
 
     @property
     def snr(self) -> torch.Tensor:
@@ -90,8 +104,11 @@ def make_schedule(name: str = "cosine", T: int = 1000) -> Schedule:
 
 
 def _gather(values: torch.Tensor, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """values[t] as a (B, 1, ..., 1) tensor of x's dtype and device, ready to broadcast over x (B, ...)."""
-    return values[t.cpu()].to(device=x.device, dtype=x.dtype).reshape(-1, *([1] * (x.dim() - 1)))
+    """values[t] as a (B, 1, ..., 1) tensor of x's dtype and device, ready to broadcast over x (B, ...).
+
+    `values` is a table of `schedule.on(x.device)`, so the gather runs where x lives."""
+    values = values[t.to(values.device)]                                   # (B,) float64
+    return values.to(device=x.device, dtype=x.dtype).reshape(-1, *([1] * (x.dim() - 1)))
 
 
 def _check_t(schedule: Schedule, x: torch.Tensor, t) -> torch.Tensor:
@@ -101,7 +118,7 @@ def _check_t(schedule: Schedule, x: torch.Tensor, t) -> torch.Tensor:
     t = torch.full((x.shape[0],), t, dtype=torch.long) if isinstance(t, int) else torch.as_tensor(t)
     if t.shape != (x.shape[0],):
         raise ValueError(f"t must be (B,) = ({x.shape[0]},) timesteps, one per sample, got shape {tuple(t.shape)}")
-    if t.dtype.is_floating_point or (t.numel() and (t.min() < 0 or t.max() >= schedule.T)):
+    if t.dtype.is_floating_point or (t.numel() and check_values(t) and (t.min() < 0 or t.max() >= schedule.T)):
         raise ValueError(f"t must hold integer timesteps in [0, {schedule.T}), got {t.tolist()[:8]}")
     return t.long()
 
@@ -116,7 +133,7 @@ def q_sample(schedule: Schedule, x0: torch.Tensor, t, noise: torch.Tensor | None
     t = _check_t(schedule, x0, t)
     noise = torch.randn_like(x0) if noise is None else noise
     _check_like("noise", noise, x0)
-    ab = _gather(schedule.alphas_cumprod, t, x0)                         # (B, 1, ..., 1)
+    ab = _gather(schedule.on(x0.device).alphas_cumprod, t, x0)                         # (B, 1, ..., 1)
     return ab.sqrt() * x0 + (1 - ab).sqrt() * noise
 
 
@@ -124,21 +141,21 @@ def posterior_mean_variance(schedule: Schedule, x0: torch.Tensor, x_t: torch.Ten
     """Mean and variance of q(x_{t-1} | x_t, x_0) (DDPM eq. 6-7); variance is (B, 1, ..., 1)."""
     t = _check_t(schedule, x_t, t)
     _check_like("x0", x0, x_t)
-    mean = _gather(schedule.posterior_mean_coef1, t, x_t) * x0 + _gather(schedule.posterior_mean_coef2, t, x_t) * x_t
-    return mean, _gather(schedule.posterior_variance, t, x_t)
+    mean = _gather(schedule.on(x_t.device).posterior_mean_coef1, t, x_t) * x0 + _gather(schedule.on(x_t.device).posterior_mean_coef2, t, x_t) * x_t
+    return mean, _gather(schedule.on(x_t.device).posterior_variance, t, x_t)
 
 
 def predict_x0_from_eps(schedule: Schedule, x_t: torch.Tensor, t, eps: torch.Tensor) -> torch.Tensor:
     """Invert q_sample: x_0 = (x_t - sqrt(1 - alpha-bar_t) eps) / sqrt(alpha-bar_t)."""
     t = _check_t(schedule, x_t, t)
     _check_like("eps", eps, x_t)
-    ab = _gather(schedule.alphas_cumprod, t, x_t)
+    ab = _gather(schedule.on(x_t.device).alphas_cumprod, t, x_t)
     return (x_t - (1 - ab).sqrt() * eps) / ab.sqrt()
 
 
 def predict_eps_from_x0(schedule: Schedule, x_t: torch.Tensor, t, x0: torch.Tensor) -> torch.Tensor:
     t = _check_t(schedule, x_t, t)
-    ab = _gather(schedule.alphas_cumprod, t, x_t)
+    ab = _gather(schedule.on(x_t.device).alphas_cumprod, t, x_t)
     return (x_t - ab.sqrt() * x0) / (1 - ab).sqrt()
 
 

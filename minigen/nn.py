@@ -7,6 +7,7 @@ layers here that use them (`group_norm_silu`) keep their parameters in ordinary 
 does not depend on which backend ran.
 """
 import math
+import os
 
 import torch
 from torch import nn
@@ -14,7 +15,7 @@ from torch import nn
 from .kernels import groupnorm_silu
 from .patches import patchify, tubeletify, unpatchify, untubeletify
 
-__all__ = ["check_images", "timestep_embedding", "group_norm_silu", "patchify", "unpatchify", "tubeletify",
+__all__ = ["check_images", "check_values", "timestep_embedding", "group_norm_silu", "patchify", "unpatchify", "tubeletify",
            "untubeletify"]
 
 
@@ -26,6 +27,13 @@ def group_norm_silu(norm: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
     weight = None if norm.weight is None else norm.weight.to(x.dtype)
     bias = None if norm.bias is None else norm.bias.to(x.dtype)
     return groupnorm_silu(x, norm.num_groups, weight, bias, eps=norm.eps)
+
+
+def check_values(x: torch.Tensor) -> bool:
+    """Whether to check x's values (ranges, labels): always on the CPU, where it is free; on a GPU only with
+    MINIGEN_DEBUG=1, since reading a value back makes the host wait for the GPU, every step. Shape, dtype and
+    device checks never read values and always run."""
+    return x.device.type == "cpu" or os.environ.get("MINIGEN_DEBUG", "0") not in ("", "0")
 
 
 def check_images(x, who: str, shape: tuple = (1, 28, 28)) -> torch.Tensor:

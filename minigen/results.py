@@ -6,7 +6,7 @@ docs/results.md is re-rendered from that file. Under the `ci` profile nothing is
 would otherwise rewrite the table with smoke-test numbers); set MINIGEN_RECORD=1, or pass profile="ci"
 explicitly (as scripts/course_table.py does for its timings), to write ci rows.
 """
-import fcntl
+import contextlib
 import json
 import math
 import os
@@ -63,8 +63,7 @@ def record(notebook: str, metric: str, value: float, *, baseline: float | None =
     implicit_ci = profile is None and name == "ci" and os.environ.get("MINIGEN_RECORD") != "1"
     if implicit_ci or not path.parent.is_dir():
         return row
-    with open(path.with_suffix(".lock"), "w") as lock:  # notebooks may run side by side (make execute -j)
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with _locked(path.with_suffix(".lock")):  # notebooks may run side by side (make execute -j)
         rows = json.loads(path.read_text()) if path.exists() else []
         rows = [r for r in rows if (r["notebook"], r["metric"], r["profile"]) != (notebook, metric, name)]
         rows.append(row)
@@ -72,6 +71,32 @@ def record(notebook: str, metric: str, value: float, *, baseline: float | None =
         path.write_text(json.dumps(rows, indent=1) + "\n")
         path.with_suffix(".md").write_text(render(rows))
     return row
+
+
+@contextlib.contextmanager
+def _locked(lock: Path, timeout: float = 60.0, stale: float = 300.0):
+    """Hold `lock` (a file created exclusively, which works on Linux, macOS and Windows alike) while inside.
+
+    A lock left by a crashed writer is taken over once it is `stale` seconds old."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            break
+        except FileExistsError:
+            with contextlib.suppress(FileNotFoundError):
+                if time.time() - lock.stat().st_mtime > stale:
+                    lock.unlink()
+                    continue
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{lock} is held by another writer; delete it if no notebook is running")
+            time.sleep(0.05)
+    try:
+        yield
+    finally:
+        os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            lock.unlink()
 
 
 def render(rows: list[dict]) -> str:

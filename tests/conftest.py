@@ -38,3 +38,13 @@ def _cuda_fault_ends_worker():
         except Exception as error:  # torch raises RuntimeError or torch.AcceleratorError, by version
             print(f"CUDA context broken after this test ({type(error).__name__}: {error}); ending the worker")
             os._exit(3)
+
+
+def pytest_report_header(config):
+    """One line that says whether the kernel tests can run their Triton code here."""
+    try:
+        import triton
+    except ImportError:
+        return ("triton: not installed (no wheels for this platform, e.g. macOS or Windows): the kernel tests "
+                "that run Triton code are skipped; every kernel still runs on its PyTorch reference")
+    return f"triton {triton.__version__}: kernel tests run {'in the interpreter' if os.environ.get('TRITON_INTERPRET') == '1' else 'compiled'}"

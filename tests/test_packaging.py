@@ -32,6 +32,50 @@ def test_environment_yml_matches_pyproject():
     assert conda_names() == wanted
 
 
+def specs(requirements) -> dict[str, str]:
+    """{name: version specifier and marker}, e.g. {"triton": ">=3.9,<3.10; platform_system == 'Linux'"}."""
+    found = {}
+    for r in requirements:
+        name = re.split(r"[<>=!~ \[;]", r.strip(), maxsplit=1)[0].lower()
+        found[name] = re.sub(r"\s+", "", r.strip()[len(name):]).replace('"', "'")
+    return found
+
+
+def pyproject_specs() -> dict[str, str]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    found = specs(project["dependencies"])
+    for extra in project["optional-dependencies"].values():
+        found |= specs(extra)
+    return found
+
+
+def test_pins_agree_across_pyproject_environment_and_makefile():
+    """The same version range everywhere; torch's exact pin (Makefile, environment.yml) inside pyproject's range."""
+    deps = (ROOT / "environment.yml").read_text().split("dependencies:", 1)[1].splitlines()
+    conda = specs(line.split("- ", 1)[1] for line in deps if re.match(r"\s+- [A-Za-z]", line)
+                  and not line.rstrip().endswith(":"))
+    conda.pop("python"), conda.pop("pip")
+    ours = pyproject_specs()
+    torch_pin = re.search(r"^TORCH_PIN := torch==(\S+)", (ROOT / "Makefile").read_text(), re.M).group(1)
+    assert conda.pop("torch") == f"=={torch_pin}"
+    low = re.fullmatch(r">=([\d.]+)", ours.pop("torch")).group(1)
+    assert tuple(map(int, torch_pin.split("."))) >= tuple(map(int, low.split("."))), (torch_pin, low)
+    assert conda == ours
+    assert ours["triton"].endswith("platform_system=='Linux'"), "Triton has wheels for Linux only"
+
+
+def test_requires_python_is_true():
+    """The tests use tomllib (3.11+); requires-python must not promise less."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["requires-python"].startswith(">=3.11")
+    assert re.search(r"- python>=3\.11", (ROOT / "environment.yml").read_text())
+
+
+def test_results_needs_no_posix_only_module():
+    source = (ROOT / "minigen" / "results.py").read_text()
+    assert not re.search(r"^import (fcntl|msvcrt)", source, re.M)
+
+
 @pytest.mark.parametrize("module", ["minigen", "minigen.data", "minigen.train", "minigen.viz", "minigen.profile",
                                     "minigen.checkpoints", "minigen.results", "minigen.kernels",
                                     "minigen.kernels.compile_check", "minigen.bench", "minigen.exercises.kernels",

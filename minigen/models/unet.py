@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..nn import group_norm_silu, timestep_embedding
+from ..nn import check_values, group_norm_silu, timestep_embedding
 
 
 @dataclass
@@ -131,7 +131,8 @@ class UNet(nn.Module):
             return None
         if y is None:
             return torch.full((x.shape[0],), c.num_classes, dtype=torch.long, device=x.device)  # the null label
-        if y.shape != (x.shape[0],) or y.dtype != torch.long or y.min() < 0 or y.max() > c.num_classes:
+        bad_range = check_values(y) and y.numel() and (y.min() < 0 or y.max() > c.num_classes)
+        if y.shape != (x.shape[0],) or y.dtype != torch.long or bad_range:
             raise ValueError(f"y must be (B,) = ({x.shape[0]},) int64 labels in [0, {c.num_classes}] "
                              f"({c.num_classes} = no label), got {tuple(y.shape)} {y.dtype}")
         return y

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..nn import check_images
+from ..nn import check_images, check_values
 
 IMAGE_SHAPE = (1, 28, 28)  # MNIST: one channel, 28 x 28 = 784 binary pixels
 
@@ -145,7 +145,7 @@ def check_binary_images(x, who: str) -> torch.Tensor:
     if isinstance(x, (tuple, list)):  # (images, labels) batches from a labelled dataset
         x = x[0]
     check_images(x, who, IMAGE_SHAPE)
-    if x.numel() and (x.min() < 0 or x.max() > 1):
+    if x.numel() and check_values(x) and (x.min() < 0 or x.max() > 1):
         raise ValueError(f"{who} expects binarized images with values in {{0, 1}} (the likelihood is Bernoulli), "
                          f"got values in [{x.min().item():.2f}, {x.max().item():.2f}]; convert images in "
                          "[-1, 1] with minigen.models.vae.binarize(images)")
