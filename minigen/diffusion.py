@@ -133,7 +133,7 @@ def q_sample(schedule: Schedule, x0: torch.Tensor, t, noise: torch.Tensor | None
     t = _check_t(schedule, x0, t)
     noise = torch.randn_like(x0) if noise is None else noise
     _check_like("noise", noise, x0)
-    ab = _gather(schedule.on(x0.device).alphas_cumprod, t, x0)                         # (B, 1, ..., 1)
+    ab = _gather(schedule.on(x0.device).alphas_cumprod, t, x0)          # (B, 1, ..., 1)
     return ab.sqrt() * x0 + (1 - ab).sqrt() * noise
 
 
@@ -141,8 +141,9 @@ def posterior_mean_variance(schedule: Schedule, x0: torch.Tensor, x_t: torch.Ten
     """Mean and variance of q(x_{t-1} | x_t, x_0) (DDPM eq. 6-7); variance is (B, 1, ..., 1)."""
     t = _check_t(schedule, x_t, t)
     _check_like("x0", x0, x_t)
-    mean = _gather(schedule.on(x_t.device).posterior_mean_coef1, t, x_t) * x0 + _gather(schedule.on(x_t.device).posterior_mean_coef2, t, x_t) * x_t
-    return mean, _gather(schedule.on(x_t.device).posterior_variance, t, x_t)
+    s = schedule.on(x_t.device)
+    mean = _gather(s.posterior_mean_coef1, t, x_t) * x0 + _gather(s.posterior_mean_coef2, t, x_t) * x_t
+    return mean, _gather(s.posterior_variance, t, x_t)
 
 
 def predict_x0_from_eps(schedule: Schedule, x_t: torch.Tensor, t, eps: torch.Tensor) -> torch.Tensor:

@@ -213,14 +213,17 @@ class Trainer:
 
     def _guard(self, name: str, loss: torch.Tensor, terms: dict) -> None:
         self._bad |= ~torch.isfinite(loss.detach())
-        if self.config.debug or self.device.type == "cpu":
-            self._check_finite(f"at step {self.step} (optimizer {name!r}, terms: {_floats(terms)})")
+        if (self.config.debug or self.device.type == "cpu") and bool(self._bad):  # the message only when bad
+            self._raise_non_finite(f"at step {self.step} (optimizer {name!r}, terms: {_floats(terms)})")
 
     def _check_finite(self, where: str) -> None:
-        if bool(self._bad):  # the one place the guard reads the device
-            raise NonFiniteLossError(
-                f"loss became NaN or infinite {where}; lower the learning rate "
-                f"(now {self.lr_at(self.step):.2e}), tighten grad_clip, or check the data for NaNs")
+        if bool(self._bad):  # reads the device: at logged steps and before checkpoints only
+            self._raise_non_finite(where)
+
+    def _raise_non_finite(self, where: str) -> None:
+        raise NonFiniteLossError(
+            f"loss became NaN or infinite {where}; lower the learning rate "
+            f"(now {self.lr_at(self.step):.2e}), tighten grad_clip, or check the data for NaNs")
 
     def fit(self, steps: int | None = None) -> "Trainer":
         """Train until `steps` (default: config.steps) optimizer steps have been taken in total."""
@@ -419,14 +422,7 @@ def _shard(batch, rank: int, world: int):
     """This rank's slice of a global batch: rows [rank * b, (rank + 1) * b) of every tensor, b = B / world."""
     if world == 1:
         return batch
-    if isinstance(batch, torch.Tensor):
-        b = len(batch) // world
-        return batch[rank * b:(rank + 1) * b]
-    if isinstance(batch, (tuple, list)):
-        return type(batch)(_shard(t, rank, world) for t in batch)
-    if isinstance(batch, dict):
-        return {k: _shard(v, rank, world) for k, v in batch.items()}
-    return batch
+    return _map_tensors(lambda t: t[rank * (len(t) // world):(rank + 1) * (len(t) // world)], batch)
 
 
 def _init_distributed() -> tuple[int, int]:
@@ -475,12 +471,17 @@ def _no_autocast(device: torch.device):
 
 
 def _to_device(batch, device):
+    return _map_tensors(lambda t: t.to(device, non_blocking=True), batch)
+
+
+def _map_tensors(fn: Callable, batch):
+    """`fn` applied to every tensor of a batch: a tensor, a tuple/list or a dict of them; anything else as is."""
     if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
+        return fn(batch)
     if isinstance(batch, (tuple, list)):
-        return type(batch)(_to_device(b, device) for b in batch)
+        return type(batch)(_map_tensors(fn, b) for b in batch)
     if isinstance(batch, dict):
-        return {k: _to_device(v, device) for k, v in batch.items()}
+        return {k: _map_tensors(fn, v) for k, v in batch.items()}
     return batch
 
 
