@@ -23,7 +23,7 @@ from contextlib import nullcontext
 import torch
 
 from minigen.kernels import _dispatch
-from minigen.kernels.attention import attention, attention_flops, attention_reference
+from minigen.kernels.flash_attention import attention, attention_flops, attention_reference
 from minigen.kernels.norm import (groupnorm_silu, groupnorm_silu_reference, layernorm_modulate,
                                   layernorm_modulate_reference)
 

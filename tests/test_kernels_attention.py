@@ -8,7 +8,7 @@ import kernel_checks
 import pytest
 import torch
 
-from minigen.kernels import _dispatch, attention, attention_reference
+from minigen.kernels import _dispatch, attention, attention_reference, flash_attention
 
 pytestmark = pytest.mark.skipif(_dispatch.triton is None, reason="triton is not installed")
 
@@ -107,13 +107,11 @@ def test_packed_qkv_with_strides_divisible_by_8_only():
     """DiT's layout: q, k, v cut from one (B, N, 3, H, 72) tensor, so every row stride is a multiple of 8, not 16:
     the kernels get the strides divided by STRIDE_ALIGN = 8 and multiply them back (`_stride_align`, `_rescale`).
     Causal and not, with a stride-0 grad_output."""
-    import sys
-    A = sys.modules["minigen.kernels.attention"]
     B, N, H, D = 2, 33, 2, 72
     g = torch.Generator().manual_seed(4)
     qkv = torch.randn(B, N, 3, H, D, generator=g).to(DEVICE).requires_grad_(True)
     q, k, v = (qkv[:, :, i].transpose(1, 2) for i in range(3))  # (B, H, N, D), strides (3NHD, D, 3HD, 1)
-    assert A._stride_align(q, k, v) == 8
+    assert flash_attention._stride_align(q, k, v) == 8
     for causal in (False, True):
         out = attention(q, k, v, causal=causal, backend="triton")
         out.sum().backward()
@@ -130,12 +128,10 @@ def test_stride_alignment_ignores_size_one_dims_and_keeps_huge_strides_64_bit():
     """A size-1 dimension's stride never reaches an address (any value is legal there), so it neither lowers the
     alignment nor travels (0 is passed); a stride of 2**31 or more gives alignment 1, since divided it would travel
     as a 32-bit integer and the product in the kernel would wrap."""
-    import sys
-    A = sys.modules["minigen.kernels.attention"]
     odd_batch = torch.empty_strided((1, 2, 16, 72), (12345, 16 * 72, 72, 1), device="meta")
-    assert A._stride_align(odd_batch) == 8 and A._strides(8, odd_batch) == [0, 144, 9, 1]
+    assert flash_attention._stride_align(odd_batch) == 8 and flash_attention._strides(8, odd_batch) == [0, 144, 9, 1]
     huge = torch.empty_strided((2, 1, 16, 16), (2 ** 32 + 256, 256, 16, 1), device="meta")
-    assert A._stride_align(huge) == 1 and A._strides(1, huge)[0] == 2 ** 32 + 256
+    assert flash_attention._stride_align(huge) == 1 and flash_attention._strides(1, huge)[0] == 2 ** 32 + 256
 
 
 def test_query_with_no_key_gives_zeros():
@@ -151,51 +147,67 @@ def test_query_with_no_key_gives_zeros():
 def test_autotune_candidates_on_a_gpu(monkeypatch):
     """What a compiled run tunes over: every candidate, the first two with MINIGEN_AUTOTUNE=0, and only the small
     first one for fp32 inputs (no tensor cores to tune for; big fp32 tiles take minutes to compile)."""
-    import sys
-    A = sys.modules["minigen.kernels.attention"]
-    monkeypatch.setattr(A, "interpreting", lambda: False)
+    monkeypatch.setattr(flash_attention, "interpreting", lambda: False)
     pairs = [(64, 32, 4, 2), (128, 64, 4, 3), (128, 128, 8, 3)]
-    assert [(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages) for c in A._configs(pairs)] == pairs
+    assert [(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages) for c in flash_attention._configs(pairs)] == pairs
     monkeypatch.setenv("MINIGEN_AUTOTUNE", "0")
-    assert len(A._configs(pairs)) == 2
+    assert len(flash_attention._configs(pairs)) == 2
     # the two a quick run keeps are both usable at BLOCK_D = 128 (d = 72 pads to it): the second does not spill
     fp16 = {"q_ptr": torch.zeros(1, dtype=torch.float16)}
-    for pairs_, prune in ((A._FWD_PAIRS, A._prune_fwd), (A._DKDV_PAIRS, A._prune_dkdv), (A._DQ_PAIRS, A._prune_dq)):
-        assert len(prune(A._configs(pairs_), fp16, BLOCK_D=128)) == 2
-    configs = A._configs(pairs)
-    assert A._prune_fwd(configs, {"q_ptr": torch.zeros(1)}, BLOCK_D=64) == configs[:1]
-    assert A._prune_fwd(configs, {"q_ptr": torch.zeros(1, dtype=torch.float16)}, BLOCK_D=64) == configs
+    for pairs_, prune in ((flash_attention._FWD_PAIRS, flash_attention._prune_fwd), (flash_attention._DKDV_PAIRS, flash_attention._prune_dkdv), (flash_attention._DQ_PAIRS, flash_attention._prune_dq)):
+        assert len(prune(flash_attention._configs(pairs_), fp16, BLOCK_D=128)) == 2
+    configs = flash_attention._configs(pairs)
+    assert flash_attention._prune_fwd(configs, {"q_ptr": torch.zeros(1)}, BLOCK_D=64) == configs[:1]
+    assert flash_attention._prune_fwd(configs, {"q_ptr": torch.zeros(1, dtype=torch.float16)}, BLOCK_D=64) == configs
 
 
 def test_autotune_drops_the_candidates_that_spill_registers(monkeypatch):
     """Compiled for sm_90, exactly these candidates spilled registers (scripts/kernel_resources.py): at BLOCK_D = 128
     the forward's 128x64 and dQ's 128x32 tiles with 4 warps, dK/dV's 32x128 with 4 warps, 64x128 with 8 and 64x64
     with 4; at BLOCK_D = 64 only dK/dV's 32x128 with 4 warps. The pruning drops them and keeps every other one."""
-    import sys
-    A = sys.modules["minigen.kernels.attention"]
-    monkeypatch.setattr(A, "interpreting", lambda: False)
+    monkeypatch.setattr(flash_attention, "interpreting", lambda: False)
     monkeypatch.delenv("MINIGEN_AUTOTUNE", raising=False)
     fp16 = {"q_ptr": torch.zeros(1, dtype=torch.float16)}
     spilled = {("fwd", 128): {(128, 64, 4, 3), (128, 64, 4, 4)},
                ("dkdv", 128): {(32, 128, 4, 3), (32, 128, 4, 5), (64, 128, 8, 3), (64, 64, 4, 3)},
                ("dq", 128): {(128, 32, 4, 5)},
                ("dkdv", 64): {(32, 128, 4, 3), (32, 128, 4, 5)}}
-    lists = {"fwd": A._FWD_PAIRS, "dkdv": A._DKDV_PAIRS, "dq": A._DQ_PAIRS}
-    prunes = {"fwd": A._prune_fwd, "dkdv": A._prune_dkdv, "dq": A._prune_dq}
+    lists = {"fwd": flash_attention._FWD_PAIRS, "dkdv": flash_attention._DKDV_PAIRS, "dq": flash_attention._DQ_PAIRS}
+    prunes = {"fwd": flash_attention._prune_fwd, "dkdv": flash_attention._prune_dkdv, "dq": flash_attention._prune_dq}
     for (kind, block_d), drop in {**{(k, d): set() for k in lists for d in (64, 128)}, **spilled}.items():
-        kept = prunes[kind](A._configs(lists[kind]), fp16, BLOCK_D=block_d)
+        kept = prunes[kind](flash_attention._configs(lists[kind]), fp16, BLOCK_D=block_d)
         got = {(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages) for c in kept}
         assert got == set(lists[kind]) - drop, (kind, block_d)
 
 
-def test_dispatch_picks_reference_on_cpu(monkeypatch):
+def test_dispatch_picks_sdpa_on_cpu(monkeypatch):
+    """PyTorch's fused attention is the CPU's fast path (the full-matrix reference runs only when asked for)."""
     monkeypatch.delenv("MINIGEN_KERNELS", raising=False)
+    assert _dispatch.choose_backend("attention", None, torch.device("cpu"), fallback="sdpa") == "sdpa"
+    monkeypatch.setenv("MINIGEN_KERNELS", "reference")
     assert _dispatch.choose_backend("attention", None, torch.device("cpu"), fallback="sdpa") == "reference"
     monkeypatch.setenv("MINIGEN_KERNELS", "triton")
     assert _dispatch.choose_backend("attention", None, torch.device("cpu"), fallback="sdpa") == "triton"
     monkeypatch.setenv("MINIGEN_KERNELS", "fast")
     with pytest.raises(ValueError, match="MINIGEN_KERNELS"):
         _dispatch.choose_backend("attention", None, torch.device("cpu"), fallback="sdpa")
+
+
+def test_default_attention_on_cpu_is_sdpa_and_matches_reference(monkeypatch):
+    """No backend asked: SDPA, equal to the reference (a fully padded sample returns zeros in both)."""
+    monkeypatch.delenv("MINIGEN_KERNELS", raising=False)
+    q, k, v = (t.detach().cpu() for t in make_qkv(2, 3, 17, 19, 24, torch.float32))
+    mask = torch.ones(2, 19, dtype=torch.bool)
+    mask[1] = False
+    calls = []
+    monkeypatch.setattr(flash_attention, "_attention_sdpa", lambda *a: calls.append(1) or flash_attention.F.scaled_dot_product_attention(
+        *a[:3], attn_mask=flash_attention._keep_mask(a[0], a[1], a[3], a[4]), scale=a[5]))
+    flash_attention.attention(q, k, v)
+    assert calls == [1]
+    monkeypatch.undo()
+    out = attention(q, k, v, key_padding_mask=mask, causal=True)
+    torch.testing.assert_close(out, attention_reference(q, k, v, key_padding_mask=mask, causal=True))
+    assert out[1].abs().max() == 0
 
 
 def test_sdpa_backend_matches_reference():
@@ -239,19 +251,19 @@ def test_kernels_compile_for_hopper_without_a_gpu():
         return {f"{n}_d_stride": 1 for n in names}
     fwd = dict(c, CAUSAL=False, HAS_MASK=False, NEED_MASK=False, BLOCK_M=128, BLOCK_N=64, **unit(*"qkvo"))
     specs = [
-        dict(kernel="attention._attn_fwd_kernel", constexprs=dict(c, BLOCK_M=128, BLOCK_N=64, **unit(*"qkvo")),
+        dict(kernel="flash_attention._attn_fwd_kernel", constexprs=dict(c, BLOCK_M=128, BLOCK_N=64, **unit(*"qkvo")),
              num_warps=8),
-        dict(kernel="attention._attn_fwd_kernel", num_warps=8,  # the fast path: no mask at all
+        dict(kernel="flash_attention._attn_fwd_kernel", num_warps=8,  # the fast path: no mask at all
              constexprs=dict(c, HEAD_DIM=64, BLOCK_D=64, CAUSAL=False, HAS_MASK=False, NEED_MASK=False,
                              STRIDE_ALIGN=16, BLOCK_M=128, BLOCK_N=128, **unit(*"qkvo"))),
-        dict(kernel="attention._attn_bwd_delta_kernel", num_warps=4,
+        dict(kernel="flash_attention._attn_bwd_delta_kernel", num_warps=4,
              constexprs=dict(HEAD_DIM=72, BLOCK_D=128, STRIDE_ALIGN=8, BLOCK_M=64, **unit("o", "do"))),
-        dict(kernel="attention._attn_bwd_dkdv_kernel", num_warps=8,
+        dict(kernel="flash_attention._attn_bwd_dkdv_kernel", num_warps=8,
              constexprs=dict(c, BLOCK_M=32, BLOCK_N=128, **unit("q", "k", "v", "do", "dk"))),
-        dict(kernel="attention._attn_bwd_dq_kernel", num_warps=8,
+        dict(kernel="flash_attention._attn_bwd_dq_kernel", num_warps=8,
              constexprs=dict(c, BLOCK_M=128, BLOCK_N=32, **unit("q", "k", "v", "do", "dq"))),
-        dict(kernel="attention._attn_fwd_kernel", constexprs=fwd, num_warps=8, num_stages=1),
-        dict(kernel="attention._attn_fwd_kernel", constexprs=fwd, num_warps=8, num_stages=3),
+        dict(kernel="flash_attention._attn_fwd_kernel", constexprs=fwd, num_warps=8, num_stages=1),
+        dict(kernel="flash_attention._attn_fwd_kernel", constexprs=fwd, num_warps=8, num_stages=3),
     ]
     built = kernel_checks.compile_for_hopper(specs)
     for spec, result in zip(specs, built):

@@ -19,7 +19,7 @@ SCRIPT = textwrap.dedent("""
     from minigen.kernels import _dispatch
 
     assert _dispatch.triton is None and _dispatch.TRITON_MISSING_REASON
-    assert _dispatch.choose_backend("attention", None, torch.device("cpu"), fallback="sdpa") == "reference"
+    assert _dispatch.choose_backend("attention", None, torch.device("cpu"), fallback="sdpa") == "sdpa"
     assert _dispatch.triton_can_run(torch.device("cpu"))[0] is False
 
     q = torch.randn(1, 2, 9, 16, requires_grad=True)

@@ -6,13 +6,16 @@
     groupnorm_silu(x, num_groups, weight, bias, *, eps=1e-5, backend=None)                   x (B, C, H, W)
 
 and `<name>_reference` for each, with the same signature. Every function picks its backend per call: Triton for
-CUDA tensors on compute capability >= 8.0, PyTorch SDPA for attention on older GPUs (Colab's T4) or without
-Triton, the reference on the CPU; `backend=` or `MINIGEN_KERNELS=reference|sdpa|triton` override the choice
-(Triton on CPU tensors runs in Triton's interpreter, which needs TRITON_INTERPRET=1 before triton is imported).
-Triton is optional: without it this package imports and everything runs on the references.
+CUDA tensors on compute capability >= 8.0 where a recorded GPU measurement shows the kernel winning for that kind of
+call (`_dispatch.TRITON_WINS`: today the norms' forwards, i.e. calls autograd does not record); otherwise PyTorch
+SDPA for attention (CPU and GPU) and the reference for the norms. `backend=` or
+`MINIGEN_KERNELS=reference|sdpa|triton` override the choice (Triton on CPU tensors runs in Triton's interpreter,
+which needs TRITON_INTERPRET=1 before triton is imported). Triton is optional: without it this package imports and
+everything runs on SDPA and the references. The modules are `flash_attention` and `norm`.
 """
+from . import flash_attention, norm
 from ._dispatch import triton_can_run
-from .attention import attention, attention_flops, attention_reference
+from .flash_attention import attention, attention_flops, attention_reference
 from .norm import (gated_residual, gated_residual_reference, groupnorm_silu, groupnorm_silu_reference,
                    layernorm_modulate, layernorm_modulate_reference)
 

@@ -7,8 +7,10 @@ Backends:
                  is missing or the GPU is older than compute capability 8.0 (e.g. Colab's T4, 7.5)
     "reference"  the readable PyTorch version beside each kernel
 
-Choice, first match wins: the call's `backend=` argument; the `MINIGEN_KERNELS` environment variable;
-Triton for CUDA tensors where it can run; the fallback ("sdpa" for attention on CUDA) or the reference.
+Choice, first match wins: the call's `backend=` argument; the `MINIGEN_KERNELS` environment variable; Triton
+for CUDA tensors where it can run AND a recorded GPU measurement shows it beating its fallback for this kind of
+call (`TRITON_WINS`); else the fallback: PyTorch SDPA for attention (on every device: it is PyTorch's fast path on
+the CPU too), the reference for the norms.
 """
 import functools
 import os
@@ -26,6 +28,17 @@ except Exception as error:  # ImportError, or a broken install that fails while 
 
 BACKENDS = ("triton", "sdpa", "reference")
 MIN_CAPABILITY = (8, 0)  # Ampere: the kernels use bf16 and the async copies that tl.dot pipelines rely on
+
+# Whether Triton runs by default, per op, for (inference, training) calls: True only where the recorded measurement
+# (docs/results.md under 07_kernels: NVIDIA H200, torch 2.11, Triton 3.6, bf16, 2026-11-26) shows the kernel faster
+# than what it replaces. "training" means autograd records the call (the backward will run too). A kernel that lost,
+# or was never timed, stays available with backend="triton" or MINIGEN_KERNELS=triton (notebook 07, the bench).
+TRITON_WINS = {
+    "attention": (False, False),           # fwd 0.22-0.96x default SDPA at all six shapes; fwd+bwd 0.20-0.88x
+    "layernorm_modulate": (True, False),   # fwd 1.8-2.4x eager PyTorch; fwd+bwd 0.34-0.46x
+    "groupnorm_silu": (True, False),       # fwd 1.2-1.9x eager; fwd+bwd 0.44-0.68x (0.44x at the course U-Net)
+    "gated_residual": (False, False),      # not measured on a GPU yet
+}
 
 
 def interpreting() -> bool:
@@ -61,8 +74,15 @@ def triton_can_run(device: torch.device) -> tuple[bool, str]:
                    f"triton is imported (got a {device.type} tensor)")
 
 
-def choose_backend(op: str, backend: str | None, device: torch.device, fallback: str = "reference") -> str:
-    """The backend that runs `op` on `device` (see the module docstring for the order of choice)."""
+def records_grad(*tensors) -> bool:
+    """Whether autograd records a call on these tensors (so its backward will run: a training call)."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def choose_backend(op: str, backend: str | None, device: torch.device, fallback: str = "reference",
+                   training: bool = False) -> str:
+    """The backend that runs `op` on `device` (see the module docstring for the order of choice); `training` says
+    whether autograd records the call, which `TRITON_WINS` tells apart."""
     allowed = BACKENDS if fallback == "sdpa" else ("triton", "reference")
     if backend is not None and backend not in allowed:
         raise ValueError(f"{op}: backend={backend!r} is not a backend for it; choose one of {', '.join(allowed)}")
@@ -77,8 +97,8 @@ def choose_backend(op: str, backend: str | None, device: torch.device, fallback:
             if not ok:
                 raise RuntimeError(f"{op}: the Triton backend was asked for but cannot run: {why}")
         return asked
-    if device.type != "cuda":
-        return "reference"
+    if device.type != "cuda" or not TRITON_WINS.get(op, (False, False))[bool(training)]:
+        return fallback
     ok, why = triton_can_run(device)
     if ok:
         return "triton"

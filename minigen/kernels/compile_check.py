@@ -12,7 +12,7 @@ cubin and read it.
     compile_in_subprocess([spec, ...])                                  -> [Compiled]  (from anywhere, e.g. under
                                                                                        the interpreter)
 
-A spec is a dict: kernel ("attention._attn_fwd_kernel", a name in minigen.kernels), constexprs, num_warps,
+A spec is a dict: kernel ("flash_attention._attn_fwd_kernel", a name in minigen.kernels), constexprs, num_warps,
 num_stages, ints (example values of integer arguments). As in a real launch, every pointer is taken as 16-byte
 aligned and every integer in `ints` divisible by 16 is marked so (Triton specializes on both); other integers are
 unknown to the compiler. `scripts/kernel_resources.py`, the kernel tests and notebook 07 use it.

@@ -23,7 +23,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ._dispatch import check_kernel_dtype, check_tensor, choose_backend, interpreting, quick_autotune, triton, tl
+from ._dispatch import (check_kernel_dtype, check_tensor, choose_backend, interpreting, quick_autotune, records_grad,
+                        triton, tl)
 
 MAX_BLOCK = 16384  # largest row (LayerNorm: C) a program keeps in registers
 
@@ -451,7 +452,7 @@ def _kernel_ready(op, x, which, **others):
 def layernorm_modulate(x, shift, scale, *, eps=1e-6, backend=None):
     """LN(x) * (1 + scale) + shift for x (B, N, C), shift and scale (B, C); see the module docstring."""
     _check_modulation("layernorm_modulate", x, shift=shift, scale=scale)
-    which = choose_backend("layernorm_modulate", backend, x.device)
+    which = choose_backend("layernorm_modulate", backend, x.device, training=records_grad(x, shift, scale))
     if not _kernel_ready("layernorm_modulate", x, which):
         return layernorm_modulate_reference(x, shift, scale, eps=eps)
     return LayerNormModulate.apply(x, shift, scale, float(eps))
@@ -461,7 +462,7 @@ def gated_residual(x, y, gate, *, backend=None):
     """x + gate * y for x, y (B, N, C) and gate (B, C); see the module docstring."""
     _check_modulation("gated_residual", x, gate=gate)
     check_tensor("gated_residual", "y", y, shape=tuple(x.shape), like=x)
-    which = choose_backend("gated_residual", backend, x.device)
+    which = choose_backend("gated_residual", backend, x.device, training=records_grad(x, y, gate))
     if not _kernel_ready("gated_residual", x, which):
         return gated_residual_reference(x, y, gate)
     return GatedResidual.apply(x, y, gate)
@@ -479,7 +480,7 @@ def groupnorm_silu(x, num_groups, weight, bias, *, eps=1e-5, backend=None):
     for name, t in (("weight", weight), ("bias", bias)):
         if t is not None:
             check_tensor(op, name, t, shape=(C,), like=x)
-    which = choose_backend(op, backend, x.device)
+    which = choose_backend(op, backend, x.device, training=records_grad(x, weight, bias))
     if not _kernel_ready(op, x, which):
         return groupnorm_silu_reference(x, num_groups, weight, bias, eps=eps)
     weight = torch.ones(C, dtype=x.dtype, device=x.device) if weight is None else weight

@@ -22,8 +22,8 @@ dK/dV pass, dQ pass); the host functions; the autograd.Function; the dispatcher.
 import torch
 import torch.nn.functional as F
 
-from ._dispatch import (check_kernel_dtype, check_tensor, choose_backend, interpreting, quick_autotune, say_once,
-                        triton, tl)
+from ._dispatch import (check_kernel_dtype, check_tensor, choose_backend, interpreting, quick_autotune, records_grad,
+                        say_once, triton, tl)
 
 LOG2E = 1.4426950408889634  # exp(x) = exp2(x * log2 e): the kernels use exp2, which the GPU's SFU computes directly
 MAX_TRITON_HEAD_DIM = 128
@@ -64,7 +64,9 @@ def _attention_sdpa(q, k, v, causal, key_padding_mask, scale):
     if key_padding_mask is None:
         return F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale)
     keep = _keep_mask(q, k, causal, key_padding_mask)  # SDPA takes a bool mask with True = take part
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=keep, scale=scale)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=keep, scale=scale)  # (B, H, N, D)
+    # a query with no key left returns zeros, as the kernel and the reference do (some CUDA SDPA backends give NaN)
+    return torch.where(keep.any(dim=-1, keepdim=True), out, 0.0)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -517,7 +519,7 @@ def attention(q, k, v, *, causal=False, key_padding_mask=None, scale=None, backe
     """softmax(q k^T * scale) v over (B, H, N, D) tensors; see the module docstring for arguments and backends."""
     _check_inputs(q, k, v, causal, key_padding_mask, scale)
     scale = float(q.shape[-1] ** -0.5 if scale is None else scale)
-    which = choose_backend("attention", backend, q.device, fallback="sdpa")
+    which = choose_backend("attention", backend, q.device, fallback="sdpa", training=records_grad(q, k, v))
     if which == "triton" and q.shape[-1] > MAX_TRITON_HEAD_DIM:
         if backend == "triton":
             raise ValueError(f"attention: q has head dim D={q.shape[-1]}; the Triton kernel takes D <= "
