@@ -24,7 +24,7 @@ def test_shapes_and_range():
 def test_presets_build_and_plane_variant():
     for name, config in AE_PRESETS.items():
         assert Autoencoder(config).encode(torch.zeros(2, 1, 28, 28)).shape == (2, config.latent_dim), name
-    plane = Autoencoder(replace(AE_PRESETS["ci"], latent_dim=2))
+    plane = Autoencoder(replace(AE_PRESETS["AE-S"], latent_dim=2))
     assert plane.encode(torch.zeros(3, 1, 28, 28)).shape == (3, 2)
 
 

@@ -10,7 +10,7 @@ https://www.cs.toronto.edu/~hinton/absps/science.pdf ; the convolutional form fo
 Nothing forces the codes z to fill any particular region, so decoding a random z is not a way to make new
 digits; notebook 01 measures how badly that goes and notebook 02 (the VAE) fixes it.
 
-    model = Autoencoder(AE_PRESETS["cpu"])
+    model = Autoencoder(AE_PRESETS["AE-B"])
     z = model.encode(x)          # (B, 16)
     x_hat = model.decode(z)      # (B, 1, 28, 28)
 """
@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..nn import check_images
+from ..nn import check_images, conv_decoder, conv_encoder
 
 IMAGE_SHAPE = (1, 28, 28)  # MNIST: one channel, 28 x 28 pixels = 784 numbers
 
@@ -40,11 +40,12 @@ class AutoencoderConfig:
                 raise ValueError(f"AutoencoderConfig.{name} must be a positive int, got {value!r}")
 
 
-# One preset per profile (DESIGN section 2); `dataclasses.replace(preset, latent_dim=2)` gives the plane variant.
+# Presets by size (the recipe in minigen.recipes picks one per profile); `dataclasses.replace(preset,
+# latent_dim=2)` gives the plane variant.
 AE_PRESETS = {
-    "ci": AutoencoderConfig(latent_dim=16, width=16, hidden=128),   # smoke test: a few seconds per hundred steps
-    "cpu": AutoencoderConfig(latent_dim=16, width=32, hidden=256),  # ~1 min of training on a laptop CPU
-    "gpu": AutoencoderConfig(latent_dim=16, width=64, hidden=512),  # wider: sharper reconstructions
+    "AE-S": AutoencoderConfig(latent_dim=16, width=16, hidden=128),   # 0.4M parameters: seconds per hundred steps
+    "AE-B": AutoencoderConfig(latent_dim=16, width=32, hidden=256),   # 1.7M: ~1 min of training on a laptop CPU
+    "AE-L": AutoencoderConfig(latent_dim=16, width=64, hidden=512),   # 6.7M: wider, sharper reconstructions
 }
 
 
@@ -55,20 +56,9 @@ class Autoencoder(nn.Module):
         super().__init__()
         self.config = config
         w, h, d = config.width, config.hidden, config.latent_dim
-        self.encoder = nn.Sequential(
-            nn.Conv2d(1, w, 4, stride=2, padding=1), nn.SiLU(),          # (B, W, 14, 14)
-            nn.Conv2d(w, 2 * w, 4, stride=2, padding=1), nn.SiLU(),      # (B, 2W, 7, 7)
-            nn.Flatten(),                                                # (B, 2W*49)
-            nn.Linear(2 * w * 49, h), nn.SiLU(),                         # (B, hidden)
-            nn.Linear(h, d),                                             # (B, D) the code
-        )
-        self.decoder = nn.Sequential(
-            nn.Linear(d, h), nn.SiLU(),                                  # (B, hidden)
-            nn.Linear(h, 2 * w * 49), nn.SiLU(),                         # (B, 2W*49)
-            nn.Unflatten(1, (2 * w, 7, 7)),                              # (B, 2W, 7, 7)
-            nn.ConvTranspose2d(2 * w, w, 4, stride=2, padding=1), nn.SiLU(),  # (B, W, 14, 14)
-            nn.ConvTranspose2d(w, 1, 4, stride=2, padding=1), nn.Tanh(),      # (B, 1, 28, 28) in [-1, 1]
-        )
+        # two stride-2 convs down to a 7x7 map, a hidden layer, the code; the decoder mirrors it (minigen.nn)
+        self.encoder = conv_encoder(d, width=w, hidden=h)                    # (B, 1, 28, 28) -> (B, latent_dim)
+        self.decoder = conv_decoder(d, width=w, hidden=h, final=nn.Tanh())   # (B, latent_dim) -> (B, 1, 28, 28)
         init_weights(self)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:

@@ -7,6 +7,7 @@ The vision transformer (ViT) is Dosovitskiy et al., "An Image is Worth 16x16 Wor
     random masking: each image keeps its own random 25 % of the patches (12 of 49)
     encoder: a ViT on the visible patches only (the encoder never sees a mask token: cheap and the point)
     decoder: a light ViT on all N positions, visible tokens plus a shared learned mask token, predicts pixels
+    (both are stacks of minigen.nn.TransformerBlock: pre-LN self-attention and MLP, attention through the kernels)
     loss: mean squared error on the masked patches only
 
 The target is the raw pixels, not He et al.'s per-patch normalised pixels (their `norm_pix_loss`): that
@@ -16,10 +17,9 @@ images, whose masked-patch error compares directly with the mean-patch baseline.
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ..nn import check_images
+from ..nn import LN_EPS, TransformerBlock, check_images, init_transformer
 from ..patches import patchify
 from ..patches import unpatchify as unpatchify_image
 
@@ -51,10 +51,11 @@ class MAEConfig:
         return (self.image_size // self.patch_size) ** 2
 
 
+# Presets by size (the recipe in minigen.recipes picks one per profile).
 MAE_PRESETS = {
-    "ci": MAEConfig(dim=64, depth=2, heads=4, decoder_dim=64, decoder_depth=2, decoder_heads=4),  # seconds
-    "cpu": MAEConfig(dim=64, depth=3, heads=4, decoder_dim=64, decoder_depth=2, decoder_heads=4),  # minutes on a CPU
-    "gpu": MAEConfig(dim=192, depth=6, heads=6, decoder_dim=128, decoder_depth=4, decoder_heads=4),
+    "MAE-S": MAEConfig(dim=64, depth=2, heads=4, decoder_dim=64, decoder_depth=2, decoder_heads=4),   # 0.2M: seconds
+    "MAE-B": MAEConfig(dim=64, depth=3, heads=4, decoder_dim=64, decoder_depth=2, decoder_heads=4),   # 0.3M: minutes
+    "MAE-L": MAEConfig(dim=192, depth=6, heads=6, decoder_dim=128, decoder_depth=4, decoder_heads=4),  # 3.5M: a GPU
 }
 
 
@@ -92,29 +93,6 @@ def random_masking(B: int, N: int, mask_ratio: float, generator: torch.Generator
 
 
 # ----------------------------------------------------------------------------------------------------
-# A plain pre-norm transformer block
-# ----------------------------------------------------------------------------------------------------
-
-class Block(nn.Module):
-    """x + attention(LN(x)), then x + MLP(LN(x)) (the ViT block)."""
-
-    def __init__(self, dim: int, heads: int, mlp_ratio: int):
-        super().__init__()
-        self.heads = heads
-        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
-        self.mlp = nn.Sequential(nn.Linear(dim, mlp_ratio * dim), nn.GELU(), nn.Linear(mlp_ratio * dim, dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, N, C = x.shape
-        qkv = self.qkv(self.norm1(x)).reshape(B, N, 3, self.heads, C // self.heads)  # (B, N, 3, H, D)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4)                                         # 3 x (B, H, N, D)
-        y = F.scaled_dot_product_attention(q, k, v)                                  # (B, H, N, D)
-        x = x + self.proj(y.transpose(1, 2).reshape(B, N, C))                        # (B, N, C)
-        return x + self.mlp(self.norm2(x))
-
-
-# ----------------------------------------------------------------------------------------------------
 # The model
 # ----------------------------------------------------------------------------------------------------
 
@@ -125,14 +103,14 @@ class MAE(nn.Module):
         n, pixels = c.num_patches, c.patch_size ** 2
         self.embed = nn.Linear(pixels, c.dim)
         self.pos = nn.Parameter(torch.zeros(1, n, c.dim))                     # learned positions (1, N, dim)
-        self.encoder = nn.ModuleList(Block(c.dim, c.heads, c.mlp_ratio) for _ in range(c.depth))
-        self.encoder_norm = nn.LayerNorm(c.dim)
+        self.encoder = nn.ModuleList(TransformerBlock(c.dim, c.heads, c.mlp_ratio) for _ in range(c.depth))
+        self.encoder_norm = nn.LayerNorm(c.dim, eps=LN_EPS)
         self.to_decoder = nn.Linear(c.dim, c.decoder_dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, c.decoder_dim))
-        self.decoder_pos = nn.Parameter(torch.zeros(1, n, c.decoder_dim))     # (1, N, Dd)
-        self.decoder = nn.ModuleList(Block(c.decoder_dim, c.decoder_heads, c.mlp_ratio)
+        self.decoder_pos = nn.Parameter(torch.zeros(1, n, c.decoder_dim))     # (1, N, Cd)
+        self.decoder = nn.ModuleList(TransformerBlock(c.decoder_dim, c.decoder_heads, c.mlp_ratio)
                                      for _ in range(c.decoder_depth))
-        self.decoder_norm = nn.LayerNorm(c.decoder_dim)
+        self.decoder_norm = nn.LayerNorm(c.decoder_dim, eps=LN_EPS)
         self.head = nn.Linear(c.decoder_dim, pixels)
         init_weights(self)
 
@@ -156,11 +134,11 @@ class MAE(nn.Module):
 
     def decode(self, latent: torch.Tensor, ids_restore: torch.Tensor) -> torch.Tensor:
         """(B, K, dim) visible features -> (B, N, P) predicted pixels of every patch."""
-        x = self.to_decoder(latent)                                           # (B, K, Dd)
-        B, K, D = x.shape
+        x = self.to_decoder(latent)                                           # (B, K, Cd)
+        B, K, C = x.shape                                                     # C = decoder_dim
         N = ids_restore.shape[1]
-        x = torch.cat([x, self.mask_token.expand(B, N - K, D)], dim=1)        # (B, N, Dd) [visible, hidden]
-        x = x.gather(1, ids_restore[..., None].expand(-1, -1, D))             # (B, N, Dd) patch order
+        x = torch.cat([x, self.mask_token.expand(B, N - K, C)], dim=1)        # (B, N, Cd) [visible, hidden]
+        x = x.gather(1, ids_restore[..., None].expand(-1, -1, C))             # (B, N, Cd) patch order
         x = x + self.decoder_pos
         for block in self.decoder:
             x = block(x)
@@ -206,17 +184,12 @@ def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> 
 
 
 def init_weights(model: MAE) -> None:
-    """As He et al.'s code: Xavier-uniform linear layers (keeps token scale through attention and MLPs),
-    zero biases, LayerNorm at identity, positions and the mask token N(0, 0.02^2): small beside the patch
-    embeddings but distinct from each other (zeros would make all positions alike). He et al. fix the positions
-    to 2-D sine-cosine codes; at MNIST scale learned ones trained a little faster in our runs."""
-    for m in model.modules():
-        if isinstance(m, nn.Linear):
-            nn.init.xavier_uniform_(m.weight)
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+    """As He et al.'s code: the transformer init of minigen.nn (Xavier-uniform linear layers, which keep token scale
+    through attention and MLPs, zero biases, LayerNorm at identity) for every layer, the patch embedding and the
+    pixel head included; then positions and the mask token N(0, 0.02^2): small beside the patch embeddings but
+    distinct from each other (zeros would make all positions alike). He et al. fix the positions to 2-D sine-cosine
+    codes; at MNIST scale learned ones trained a little faster in our runs."""
+    init_transformer(model)
     for p in (model.pos, model.decoder_pos, model.mask_token):
         nn.init.normal_(p, std=0.02)
 
