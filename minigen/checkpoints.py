@@ -1,11 +1,11 @@
 """Course checkpoints: full-quality models a CPU student can load beside the one they trained (DESIGN §10).
 
-A checkpoint is made only by the repository's own code: each entry of RECIPES names a function
-`recipe() -> (model, info)` that trains the model at the `gpu` profile (`make checkpoints`, or
+A checkpoint is made only by the repository's own code: each entry of RECIPES trains `recipe(NAME, "gpu")`
+on its data and measures it (`minigen.recipes.course_checkpoint`; `make checkpoints`, or
 `python -m minigen.checkpoints build NAME`). The weights go to data/checkpoints/NAME.pt (fp16 where the
 metric holds) and data/checkpoints/manifest.json records their sha256, the command, machine and minutes.
 
-    model = VAE(VAE_PRESETS["course"])
+    model = recipe("vae", "gpu").build()              # the model the checkpoint was trained as
     if checkpoints.load("vae", model) is not None:   # None (with a message) when the file is not shipped
         ...
 
@@ -13,24 +13,23 @@ A missing checkpoint is skipped with a message so the notebook still runs; a fil
 the manifest, or whose config does not match the model, is an error.
 """
 import argparse
-import importlib
+import functools
 import json
 import os
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 
 import minigen
 
+from . import recipes
 from .train import CHECKPOINT_FORMAT, CheckpointError, model_config, read_checkpoint
 
-# name -> "module:function". Each function trains at the gpu profile and returns (model, info: dict).
-RECIPES: dict[str, str] = {
-    "vae": "minigen.models.vae:course_checkpoint",
-    "flow": "minigen.models.flow:course_checkpoint",
-    "diffusion": "minigen.models.unet:course_checkpoint",
-}
+# name -> a function that trains recipe(name, "gpu") and returns (model, info: dict)
+RECIPES: dict[str, Callable[[], tuple]] = {name: functools.partial(recipes.course_checkpoint, name)
+                                           for name in recipes.COURSE_CHECKPOINTS}
 
 MAX_BYTES = 4 * 2**20  # DESIGN §10: each checkpoint at most 4 MB
 
@@ -97,11 +96,10 @@ def build(name: str) -> Path:
     """Run recipe `name` (trains at the gpu profile) and save its checkpoint."""
     if name not in RECIPES:
         raise KeyError(f"no recipe named {name!r}; known: {sorted(RECIPES)}")
-    module, function = RECIPES[name].split(":")
     start, previous = time.time(), os.environ.get("MINIGEN_PROFILE")
     os.environ["MINIGEN_PROFILE"] = "gpu"  # course checkpoints are the gpu profile's models, on any machine
     try:
-        model, info = getattr(importlib.import_module(module), function)()
+        model, info = RECIPES[name]()
     finally:
         os.environ.pop("MINIGEN_PROFILE") if previous is None else os.environ.update(MINIGEN_PROFILE=previous)
     info = {"minutes": round((time.time() - start) / 60, 1), **info}
@@ -118,7 +116,9 @@ def main(argv=None) -> None:
     if args.command == "list":
         manifest = read_manifest()
         for name in sorted(RECIPES):
-            print(f"{name:12s} {'shipped' if name in manifest else 'not built'}  ({RECIPES[name]})")
+            r = recipes.recipe(name, "gpu")
+            print(f"{name:12s} {'shipped' if name in manifest else 'not built':10s} recipe({name!r}, 'gpu'): "
+                  f"{r.preset}, {r.train.steps} steps of batch {r.train.batch_size}")
         return
     for name in args.names or sorted(RECIPES):
         print(f"built {build(name)}")

@@ -14,11 +14,13 @@ Papers:
 
 Nothing here knows what the data is: x is any tensor (B, ...) -- images (B, C, H, W), latents, videos
 (B, T, C, H, W), 2-D points (B, 2). The denoiser is any callable `model(x_t, t, y=None) -> eps` with eps
-shaped like x_t and t a (B,) long tensor of timesteps in [0, T). Schedules are float64 on the CPU; each
-coefficient is gathered at t and cast to x's dtype and device when used.
+shaped like x_t and t a (B,) long tensor of timesteps in [0, num_steps) (the papers' T is `num_steps` here: T
+is the letter for video frames). Schedules are float64 on the CPU; each coefficient is gathered at t and cast to
+x's dtype and device when used. A `Diffusion` wrapper holds its schedule's name and length in its `config`
+(a `DiffusionConfig`), so a checkpoint records the schedule and the samplers refuse a mismatched one.
 """
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, is_dataclass, replace
 
 import torch
 from torch import nn
@@ -34,7 +36,8 @@ SCHEDULES = ("linear", "cosine")
 
 @dataclass(frozen=True)
 class Schedule:
-    """Every per-timestep constant of a T-step diffusion, float64, index t = 0 .. T-1 (the paper's 1 .. T)."""
+    """Every per-timestep constant of a `num_steps`-step diffusion, float64, index t = 0 .. num_steps - 1 (the
+    papers' 1 .. T)."""
     name: str
     betas: torch.Tensor                # beta_t: the variance added at step t
     alphas_cumprod: torch.Tensor       # alpha-bar_t = prod_{s<=t} (1 - beta_s): signal kept after t steps
@@ -52,7 +55,8 @@ class Schedule:
         return self._copies[device]
 
     @property
-    def T(self) -> int:
+    def num_steps(self) -> int:
+        """The number of timesteps (the papers' T)."""
         return len(self.betas)
 
     @property
@@ -85,19 +89,20 @@ class Schedule:
         return self.alphas.sqrt() * (1.0 - self.alphas_cumprod_prev) / (1.0 - self.alphas_cumprod)
 
 
-def make_schedule(name: str = "cosine", T: int = 1000) -> Schedule:
-    """A T-step schedule: "linear" (DDPM: beta from 1e-4 to 0.02 at T = 1000, rescaled by 1000 / T as in
-    Improved DDPM so other T keep the same end points) or "cosine" (Improved DDPM, offset s = 0.008)."""
-    if not isinstance(T, int) or T < 2:
-        raise ValueError(f"T must be an integer >= 2, got {T!r}")
+def make_schedule(name: str = "cosine", num_steps: int = 1000) -> Schedule:
+    """A `num_steps`-step schedule: "linear" (DDPM: beta from 1e-4 to 0.02 at 1000 steps, rescaled by
+    1000 / num_steps as in Improved DDPM so other lengths keep the same end points) or "cosine" (Improved DDPM,
+    offset s = 0.008)."""
+    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 2:
+        raise ValueError(f"num_steps must be an integer >= 2, got {num_steps!r}")
     if name == "linear":
-        scale = 1000.0 / T
-        betas = torch.linspace(scale * 1e-4, scale * 0.02, T, dtype=torch.float64)
+        scale = 1000.0 / num_steps
+        betas = torch.linspace(scale * 1e-4, scale * 0.02, num_steps, dtype=torch.float64)
     elif name == "cosine":
         s = 0.008
-        steps = torch.arange(T + 1, dtype=torch.float64) / T
-        f = torch.cos((steps + s) / (1 + s) * math.pi / 2) ** 2         # (T+1,) alpha-bar at t = 0 .. T
-        betas = (1.0 - f[1:] / f[:-1]).clamp(max=0.999)                   # clipped: no singularity at t = T
+        steps = torch.arange(num_steps + 1, dtype=torch.float64) / num_steps
+        f = torch.cos((steps + s) / (1 + s) * math.pi / 2) ** 2         # (num_steps + 1,) alpha-bar at 0 .. num_steps
+        betas = (1.0 - f[1:] / f[:-1]).clamp(max=0.999)                   # clipped: no singularity at the last step
     else:
         raise ValueError(f"unknown schedule {name!r}; choose one of {SCHEDULES}")
     return Schedule(name, betas, torch.cumprod(1.0 - betas, dim=0))
@@ -118,8 +123,8 @@ def _check_t(schedule: Schedule, x: torch.Tensor, t) -> torch.Tensor:
     t = torch.full((x.shape[0],), t, dtype=torch.long) if isinstance(t, int) else torch.as_tensor(t)
     if t.shape != (x.shape[0],):
         raise ValueError(f"t must be (B,) = ({x.shape[0]},) timesteps, one per sample, got shape {tuple(t.shape)}")
-    if t.dtype.is_floating_point or (t.numel() and check_values(t) and (t.min() < 0 or t.max() >= schedule.T)):
-        raise ValueError(f"t must hold integer timesteps in [0, {schedule.T}), got {t.tolist()[:8]}")
+    if t.dtype.is_floating_point or (t.numel() and check_values(t) and (t.min() < 0 or t.max() >= schedule.num_steps)):
+        raise ValueError(f"t must hold integer timesteps in [0, {schedule.num_steps}), got {t.tolist()[:8]}")
     return t.long()
 
 
@@ -164,26 +169,63 @@ def predict_eps_from_x0(schedule: Schedule, x_t: torch.Tensor, t, x0: torch.Tens
 # Training: epsilon-prediction with optional class labels and label dropout
 # ----------------------------------------------------------------------------------------------------
 
+@dataclass
+class DiffusionConfig:
+    """What a `Diffusion` wrapper is, beyond its denoiser's weights: a checkpoint stores this (asdict), so loading
+    one made with another schedule is an error that names the differing fields."""
+    schedule: str = "cosine"        # Improved DDPM's cosine: destroys information evenly over the chain
+    num_steps: int = 1000           # timesteps of the chain (the papers' T): small steps keep each reverse Gaussian
+    parameterization: str = "eps"   # what the denoiser predicts: the added noise (DDPM); the only one implemented
+    num_classes: int | None = None  # class labels 0 .. num_classes - 1; label num_classes is the null label
+    p_uncond: float = 0.1           # label dropout for classifier-free guidance (Ho & Salimans use 0.1 to 0.2)
+    denoiser: object = None         # the denoiser's own config dataclass (e.g. a UNetConfig), nested
+
+    def __post_init__(self):
+        if isinstance(self.num_steps, bool) or not isinstance(self.num_steps, int) or self.num_steps < 2:
+            raise ValueError(f"DiffusionConfig.num_steps must be an integer >= 2, got {self.num_steps!r}")
+        if self.parameterization != "eps":
+            raise ValueError(f"DiffusionConfig.parameterization {self.parameterization!r} is not implemented; "
+                             "minigen.diffusion trains and samples epsilon-prediction ('eps') only")
+        if self.num_classes is not None and (not isinstance(self.num_classes, int) or self.num_classes < 1):
+            raise ValueError(f"DiffusionConfig.num_classes must be None or a positive int, got {self.num_classes!r}")
+        if not 0.0 <= self.p_uncond <= 1.0:
+            raise ValueError(f"p_uncond must be a probability in [0, 1], got {self.p_uncond}")
+
+
 class Diffusion(nn.Module):
     """Wrap a denoiser `model(x_t, t, y=None) -> eps` with a schedule so `minigen.train` can fit it.
 
-    `loss(batch)` takes x0 (B, ...) or (x0, y): it draws t ~ U{0..T-1} and eps ~ N(0, I) and returns
+    `loss(batch)` takes x0 (B, ...) or (x0, y): it draws t ~ U{0 .. num_steps - 1} and eps ~ N(0, I) and returns
     {"loss": mean ||eps - model(x_t, t, y)||^2} (DDPM's L_simple). With `num_classes`, each label is replaced
     by the null label `num_classes` with probability `p_uncond`, so one network learns both p(x | y) and
-    p(x) -- what classifier-free guidance needs. `config` is the denoiser's (what checkpoints store).
+    p(x) -- what classifier-free guidance needs. `config` is a DiffusionConfig: the schedule's name and length,
+    the labels, and the denoiser's own config nested (what checkpoints store).
     """
 
     def __init__(self, model: nn.Module, schedule: Schedule, *, num_classes: int | None = None,
                  p_uncond: float = 0.1):
         super().__init__()
-        if not 0.0 <= p_uncond <= 1.0:
-            raise ValueError(f"p_uncond must be a probability in [0, 1], got {p_uncond}")
+        denoiser = getattr(model, "config", None)
+        self.config = DiffusionConfig(schedule.name, schedule.num_steps, "eps", num_classes, p_uncond,
+                                      denoiser if is_dataclass(denoiser) else None)
         self.model, self.schedule = model, schedule
-        self.num_classes, self.p_uncond = num_classes, p_uncond
+
+    @classmethod
+    def from_config(cls, model: nn.Module, config: DiffusionConfig) -> "Diffusion":
+        """The wrapper `config` describes, around the denoiser `model` (built from `config.denoiser`)."""
+        if config.denoiser is not None and getattr(model, "config", None) != config.denoiser:
+            raise ValueError(f"the denoiser's config {getattr(model, 'config', None)} is not the one the "
+                             f"DiffusionConfig names, {config.denoiser}")
+        return cls(model, make_schedule(config.schedule, config.num_steps), num_classes=config.num_classes,
+                   p_uncond=config.p_uncond)
 
     @property
-    def config(self):
-        return getattr(self.model, "config", None)
+    def num_classes(self) -> int | None:
+        return self.config.num_classes
+
+    @property
+    def p_uncond(self) -> float:
+        return self.config.p_uncond
 
     @property
     def null_label(self) -> int | None:
@@ -196,13 +238,23 @@ class Diffusion(nn.Module):
             y = torch.where(drop, torch.full_like(y, self.num_classes), y)
         elif self.num_classes is None:
             y = None
-        t = torch.randint(0, self.schedule.T, (x0.shape[0],), device=x0.device)
+        t = torch.randint(0, self.schedule.num_steps, (x0.shape[0],), device=x0.device)
         noise = torch.randn_like(x0)
         eps = self.model(q_sample(self.schedule, x0, t, noise), t, y=y)
         return {"loss": (eps - noise).square().mean()}
 
     def forward(self, x_t, t, y=None):
         return self.model(x_t, t, y=y)
+
+
+def check_schedule(model, schedule: Schedule, who: str) -> None:
+    """Raise a ValueError naming both when `model` is a Diffusion wrapper trained on another schedule than the
+    one a sampler was given (a 100-step schedule driving a 1000-step model samples garbage, silently)."""
+    own = model.schedule if isinstance(model, Diffusion) else None
+    if own is not None and (own.name, own.num_steps) != (schedule.name, schedule.num_steps):
+        raise ValueError(f"{who}: the model was trained on the {own.name!r} schedule with num_steps="
+                         f"{own.num_steps}, but the schedule given is {schedule.name!r} with num_steps="
+                         f"{schedule.num_steps}; pass the model's own (model.schedule)")
 
 
 def guided_eps(model, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None,
@@ -254,9 +306,11 @@ def _x0(schedule, x, t, eps, clip_x0):
 @torch.no_grad()
 def ddpm_sample(model, schedule: Schedule, shape=None, *, x_T=None, y=None, guidance: float = 1.0,
                 null_label=None, clip_x0: float | None = None, generator=None, device=None, record=None):
-    """Ancestral sampling through all T steps: x_{t-1} ~ N(mu-tilde(x_t, x0_hat), beta-tilde_t) (DDPM alg. 2)."""
+    """Ancestral sampling through all num_steps steps: x_{t-1} ~ N(mu-tilde(x_t, x0_hat), beta-tilde_t) (DDPM
+    alg. 2). `x_T` is the starting noise (x at the last step, the papers' x_T)."""
+    check_schedule(model, schedule, "ddpm_sample")
     x, eps_fn = _start(shape, x_T, generator, device), _eps_fn(model, y, guidance, null_label)
-    for i in reversed(range(schedule.T)):
+    for i in reversed(range(schedule.num_steps)):
         t = torch.full((x.shape[0],), i, dtype=torch.long, device=x.device)
         x0 = _x0(schedule, x, t, eps_fn(x, t), clip_x0)
         mean, var = posterior_mean_variance(schedule, x0, x, t)
@@ -271,9 +325,9 @@ def _ab(schedule: Schedule, t: int) -> float:
     return float(schedule.alphas_cumprod[t]) if t >= 0 else 1.0
 
 
-def ddim_timesteps(T: int, steps: int, t_start: int | None = None) -> torch.Tensor:
-    """`steps` timesteps evenly spaced from t_start (default T-1) down to 0, descending, unique."""
-    t_start = T - 1 if t_start is None else t_start
+def ddim_timesteps(num_steps: int, steps: int, t_start: int | None = None) -> torch.Tensor:
+    """`steps` timesteps evenly spaced from t_start (default num_steps - 1) down to 0, descending, unique."""
+    t_start = num_steps - 1 if t_start is None else t_start
     if not 1 <= steps <= t_start + 1:
         raise ValueError(f"steps must be in [1, {t_start + 1}], got {steps}")
     return torch.linspace(t_start, 0, steps, dtype=torch.float64).round().long()
@@ -303,9 +357,11 @@ def ddim_step(schedule: Schedule, x_t: torch.Tensor, t: int, t_prev: int, eps: t
 def ddim_sample(model, schedule: Schedule, shape=None, *, steps: int = 50, eta: float = 0.0, x_T=None, y=None,
                 guidance: float = 1.0, null_label=None, clip_x0: float | None = None, generator=None,
                 device=None, record=None, t_start: int | None = None):
-    """DDIM sampling on `steps` evenly spaced timesteps (Song et al. 2020); starts at t_start (default T-1)."""
+    """DDIM sampling on `steps` evenly spaced timesteps (Song et al. 2020); starts at t_start (default
+    num_steps - 1)."""
+    check_schedule(model, schedule, "ddim_sample")
     x, eps_fn = _start(shape, x_T, generator, device), _eps_fn(model, y, guidance, null_label)
-    ts = ddim_timesteps(schedule.T, steps, t_start).tolist()
+    ts = ddim_timesteps(schedule.num_steps, steps, t_start).tolist()
     for t, t_prev in zip(ts, ts[1:] + [-1]):
         tt = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
         eps = eps_fn(x, tt)
@@ -325,8 +381,9 @@ def ddim_invert(model, schedule: Schedule, x0: torch.Tensor, *, steps: int = 50,
     Each step uses the eps predicted at the current (lower) noise level, the usual approximation; it is
     close to exact when steps are small (Song et al. 2020, sec. 4.3; Dhariwal & Nichol 2021, app. F).
     """
+    check_schedule(model, schedule, "ddim_invert")
     eps_fn = _eps_fn(model, y, guidance, null_label)
-    ts = ddim_timesteps(schedule.T, steps).tolist()[::-1]                # ascending: 0 .. T-1
+    ts = ddim_timesteps(schedule.num_steps, steps).tolist()[::-1]        # ascending: 0 .. num_steps - 1
     x = x0
     for t_prev, t in zip([-1] + ts[:-1], ts):
         ab_prev, ab = _ab(schedule, t_prev), _ab(schedule, t)
@@ -352,9 +409,10 @@ def inpaint(model, schedule: Schedule, known: torch.Tensor, mask: torch.Tensor, 
                          "(same rank, each size 1 or equal)")
     if resample < 1:
         raise ValueError(f"resample must be >= 1, got {resample}")
+    check_schedule(model, schedule, "inpaint")
     mask = mask.to(known.dtype).expand_as(known)
     eps_fn, x = _eps_fn(model, y, guidance, null_label), _noise_like(known, generator)
-    ts = ddim_timesteps(schedule.T, steps).tolist()
+    ts = ddim_timesteps(schedule.num_steps, steps).tolist()
     for t, t_prev in zip(ts, ts[1:] + [-1]):
         tt = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
         for r in range(resample):
@@ -375,14 +433,15 @@ def inpaint(model, schedule: Schedule, known: torch.Tensor, mask: torch.Tensor, 
 def sdedit(model, schedule: Schedule, x: torch.Tensor, *, strength: float = 0.5, steps: int = 50, eta: float = 0.0,
            y=None, guidance: float = 1.0, null_label=None, clip_x0: float | None = None, generator=None,
            record=None) -> torch.Tensor:
-    """SDEdit (Meng et al. 2021): noise x to t0 = strength * T, then denoise with DDIM from there.
+    """SDEdit (Meng et al. 2021): noise x to t0 = strength * num_steps, then denoise with DDIM from there.
 
     strength 0 returns (almost) x; 1 ignores it. In between the output keeps x's coarse layout and the
     model redraws the details -- a sketch or a corrupted digit becomes a clean one.
     """
     if not 0.0 < strength <= 1.0:
         raise ValueError(f"strength must be in (0, 1], got {strength}")
-    t0 = max(int(round(strength * schedule.T)) - 1, 0)
+    check_schedule(model, schedule, "sdedit")
+    t0 = max(int(round(strength * schedule.num_steps)) - 1, 0)
     x_t = q_sample(schedule, x, t0, _noise_like(x, generator))
     n = max(1, min(steps, t0 + 1, int(round(steps * strength))))
     return ddim_sample(model, schedule, x_T=x_t, steps=n, eta=eta, y=y, guidance=guidance, null_label=null_label,

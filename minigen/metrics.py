@@ -255,7 +255,8 @@ def bits_per_dim(nll_nats, num_dims: int, pixel_scale: float = 1.0):
     For y = (x + u) / 128 - 1 in [-1, 1) use pixel_scale = 1/128 (the offset changes nothing).
 
     nll_nats: the NLL of one image summed over its num_dims dimensions (a float, or a tensor of per-image
-    values); the result has the same form.
+    values); the result has the same form. `Flow.bits_per_dim` writes the same formula out (model files import
+    no metrics); tests/test_flow.py checks the two agree bit for bit.
     """
     if num_dims < 1 or pixel_scale <= 0:
         raise ValueError(f"need num_dims >= 1 and pixel_scale > 0, got {num_dims} and {pixel_scale}")
@@ -268,6 +269,7 @@ def iwae_bound(log_weights: torch.Tensor) -> torch.Tensor:
 
     log_weights: (K, N) values of log p(x, z_k) - log q(z_k | x) for K samples z_k ~ q(z | x) per image.
     Returns (N,) logsumexp_k(log w) - log K. K = 1 gives the ELBO; the bound tightens as K grows.
+    `VAE.iwae` writes the same line out (model files import no metrics); tests/test_vae.py checks they agree.
     """
     if log_weights.ndim != 2:
         raise ValueError(f"log_weights must be (K, N), got shape {tuple(log_weights.shape)}")

@@ -17,6 +17,10 @@ Conventions, shared by every model in the package: tokens are numbered row-major
 for images and (frame, row, col) for videos, which `patch_grid_positions` lists; inside a token the values
 run over (dy, dx, c) for a patch and (dt, dy, dx, c) for a tubelet, channels fastest, as in DiT's code.
 Every function is a view-and-permute (no arithmetic), so a round trip is exact, bit for bit.
+
+Letters (DESIGN section 9): B batch, T frames, C channels, H x W pixels (no attention heads live in this file),
+N tokens; nt x nh x nw is the grid of patches (nt = T/pt along time, nh = H/p rows, nw = W/p columns) and
+dt, dy, dx the offsets inside one patch or tubelet. Lower-case t is kept for diffusion time elsewhere.
 """
 import torch
 
@@ -49,10 +53,11 @@ def patchify(x: torch.Tensor, p: int) -> torch.Tensor:
     _check_tensor(x, "x", 4, "(B, C, H, W)")
     _check_size(p, "patch size p")
     B, C, H, W = x.shape
-    h, w = _check_divides(H, "image height H", p, "patch size p"), _check_divides(W, "image width W", p, "patch size p")
-    x = x.reshape(B, C, h, p, w, p)                   # (B, C, h, dy, w, dx): split each axis into grid x patch
-    x = x.permute(0, 2, 4, 3, 5, 1)                   # (B, h, w, dy, dx, C): grid first, channels last
-    return x.reshape(B, h * w, p * p * C)             # (B, N, p*p*C)
+    nh = _check_divides(H, "image height H", p, "patch size p")
+    nw = _check_divides(W, "image width W", p, "patch size p")
+    x = x.reshape(B, C, nh, p, nw, p)                 # (B, C, nh, dy, nw, dx): split each axis into grid x patch
+    x = x.permute(0, 2, 4, 3, 5, 1)                   # (B, nh, nw, dy, dx, C): grid first, channels last
+    return x.reshape(B, nh * nw, p * p * C)           # (B, N, p*p*C)
 
 
 def unpatchify(tokens: torch.Tensor, p: int, C: int, H: int, W: int) -> torch.Tensor:
@@ -60,13 +65,14 @@ def unpatchify(tokens: torch.Tensor, p: int, C: int, H: int, W: int) -> torch.Te
     _check_tensor(tokens, "tokens", 3, "(B, N, p*p*C)")
     for value, name in ((p, "patch size p"), (C, "channels C"), (H, "height H"), (W, "width W")):
         _check_size(value, name)
-    h, w = _check_divides(H, "image height H", p, "patch size p"), _check_divides(W, "image width W", p, "patch size p")
-    B, N, D = tokens.shape
-    if (N, D) != (h * w, p * p * C):
+    nh = _check_divides(H, "image height H", p, "patch size p")
+    nw = _check_divides(W, "image width W", p, "patch size p")
+    B, N, dim = tokens.shape
+    if (N, dim) != (nh * nw, p * p * C):
         raise ValueError(f"tokens of shape {tuple(tokens.shape)} do not fit p={p}, C={C}, H={H}, W={W}: "
-                         f"expected (B, {h * w}, {p * p * C})")
-    x = tokens.reshape(B, h, w, p, p, C)              # (B, h, w, dy, dx, C)
-    x = x.permute(0, 5, 1, 3, 2, 4)                   # (B, C, h, dy, w, dx)
+                         f"expected (B, {nh * nw}, {p * p * C})")
+    x = tokens.reshape(B, nh, nw, p, p, C)            # (B, nh, nw, dy, dx, C)
+    x = x.permute(0, 5, 1, 3, 2, 4)                   # (B, C, nh, dy, nw, dx)
     return x.reshape(B, C, H, W)                      # (B, C, H, W)
 
 
@@ -76,11 +82,12 @@ def tubeletify(video: torch.Tensor, pt: int, p: int) -> torch.Tensor:
     _check_size(pt, "tubelet length pt")
     _check_size(p, "patch size p")
     B, T, C, H, W = video.shape
-    t = _check_divides(T, "number of frames T", pt, "tubelet length pt")
-    h, w = _check_divides(H, "frame height H", p, "patch size p"), _check_divides(W, "frame width W", p, "patch size p")
-    x = video.reshape(B, t, pt, C, h, p, w, p)        # (B, t, dt, C, h, dy, w, dx)
-    x = x.permute(0, 1, 4, 6, 2, 5, 7, 3)             # (B, t, h, w, dt, dy, dx, C)
-    return x.reshape(B, t * h * w, pt * p * p * C)    # (B, N, pt*p*p*C)
+    nt = _check_divides(T, "number of frames T", pt, "tubelet length pt")
+    nh = _check_divides(H, "frame height H", p, "patch size p")
+    nw = _check_divides(W, "frame width W", p, "patch size p")
+    x = video.reshape(B, nt, pt, C, nh, p, nw, p)     # (B, nt, dt, C, nh, dy, nw, dx)
+    x = x.permute(0, 1, 4, 6, 2, 5, 7, 3)             # (B, nt, nh, nw, dt, dy, dx, C)
+    return x.reshape(B, nt * nh * nw, pt * p * p * C)  # (B, N, pt*p*p*C)
 
 
 def untubeletify(tokens: torch.Tensor, pt: int, p: int, C: int, T: int, H: int, W: int) -> torch.Tensor:
@@ -89,21 +96,22 @@ def untubeletify(tokens: torch.Tensor, pt: int, p: int, C: int, T: int, H: int, 
     for value, name in ((pt, "tubelet length pt"), (p, "patch size p"), (C, "channels C"), (T, "frames T"),
                         (H, "height H"), (W, "width W")):
         _check_size(value, name)
-    t = _check_divides(T, "number of frames T", pt, "tubelet length pt")
-    h, w = _check_divides(H, "frame height H", p, "patch size p"), _check_divides(W, "frame width W", p, "patch size p")
-    B, N, D = tokens.shape
-    if (N, D) != (t * h * w, pt * p * p * C):
+    nt = _check_divides(T, "number of frames T", pt, "tubelet length pt")
+    nh = _check_divides(H, "frame height H", p, "patch size p")
+    nw = _check_divides(W, "frame width W", p, "patch size p")
+    B, N, dim = tokens.shape
+    if (N, dim) != (nt * nh * nw, pt * p * p * C):
         raise ValueError(f"tokens of shape {tuple(tokens.shape)} do not fit pt={pt}, p={p}, C={C}, T={T}, "
-                         f"H={H}, W={W}: expected (B, {t * h * w}, {pt * p * p * C})")
-    x = tokens.reshape(B, t, h, w, pt, p, p, C)       # (B, t, h, w, dt, dy, dx, C)
-    x = x.permute(0, 1, 4, 7, 2, 5, 3, 6)             # (B, t, dt, C, h, dy, w, dx)
+                         f"H={H}, W={W}: expected (B, {nt * nh * nw}, {pt * p * p * C})")
+    x = tokens.reshape(B, nt, nh, nw, pt, p, p, C)    # (B, nt, nh, nw, dt, dy, dx, C)
+    x = x.permute(0, 1, 4, 7, 2, 5, 3, 6)             # (B, nt, dt, C, nh, dy, nw, dx)
     return x.reshape(B, T, C, H, W)                   # (B, T, C, H, W)
 
 
 def patch_grid_positions(*grid: int) -> torch.Tensor:
     """Integer coordinates (N, len(grid)) of every token, in token order.
 
-    `patch_grid_positions(h, w)` gives (row, col) of the patches of an (h, w) grid; `(t, h, w)` gives
+    `patch_grid_positions(nh, nw)` gives (row, col) of the patches of an nh x nw grid; `(nt, nh, nw)` gives
     (frame, row, col) of tubelets. Positional embeddings (sin-cos or learned) are functions of these.
     """
     if not grid:

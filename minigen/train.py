@@ -351,8 +351,8 @@ def _check_matches(path: Path, state: dict, model: torch.nn.Module) -> None:
     if state["model_class"] != type(model).__name__:
         raise CheckpointError(f"checkpoint {path} holds a {state['model_class']}, not a {type(model).__name__}")
     ours = model_config(model)
-    if ours is not None and state["config"] is not None and _normalise(ours) != _normalise(state["config"]):
-        diff = {k: (state["config"].get(k), v) for k, v in ours.items() if state["config"].get(k) != v}
+    diff = {} if ours is None or state["config"] is None else _config_diff(state["config"], ours)
+    if diff:
         raise CheckpointError(f"checkpoint {path} was made with another config; (checkpoint, model): {diff}")
     expected = {k: v.shape for k, v in model.state_dict().items()}
     found = {k: v.shape for k, v in state["model"].items()}
@@ -361,8 +361,17 @@ def _check_matches(path: Path, state: dict, model: torch.nn.Module) -> None:
         raise CheckpointError(f"checkpoint {path} weights do not fit the model: {bad[:5]}")
 
 
-def _normalise(config: dict) -> dict:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}
+def _config_diff(saved: dict, ours: dict, prefix: str = "") -> dict:
+    """{field: (checkpoint's, model's)} for every field that differs, nested configs as "denoiser.width" (tuples
+    and lists compare equal: a saved tuple may come back as a list)."""
+    out = {}
+    for k in sorted(set(saved) | set(ours)):
+        a, b = saved.get(k), ours.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out.update(_config_diff(a, b, f"{prefix}{k}."))
+        elif (list(a) if isinstance(a, tuple) else a) != (list(b) if isinstance(b, tuple) else b):
+            out[f"{prefix}{k}"] = (a, b)
+    return out
 
 
 def _as_sampler(data, seed: int) -> Callable:

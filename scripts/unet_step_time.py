@@ -1,6 +1,6 @@
 """Does the fused GroupNorm + SiLU kernel speed up the course's U-Net? One training step (forward, backward,
-AdamW) of the gpu preset at batch 256, timed with MINIGEN_KERNELS=reference (PyTorch's ops) and =triton (the
-fused kernel), alternating, in the same process on the same GPU.
+AdamW) of the gpu recipe's preset (UNet-L) at batch 256, timed with MINIGEN_KERNELS=reference (PyTorch's ops)
+and =triton (the fused kernel), alternating, in the same process on the same GPU.
 
     PYTHONPATH=. python3 scripts/unet_step_time.py [--steps 50] [--batch 256]
 
@@ -45,7 +45,7 @@ def main() -> None:
     if not torch.cuda.is_available():
         raise SystemExit("unet_step_time: needs a CUDA GPU")
     torch.manual_seed(0)
-    model = UNet(UNET_PRESETS["gpu"]).cuda()
+    model = UNet(UNET_PRESETS["UNet-L"]).cuda()  # what recipe("diffusion", "gpu") trains
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     x = torch.randn(args.batch, 1, 28, 28, device="cuda")
     t = torch.randint(0, 1000, (args.batch,), device="cuda")
@@ -73,7 +73,7 @@ def main() -> None:
             if i >= 3:  # warm-up: compilation, autotuning, cuDNN's algorithm search
                 times[backend].append(start.elapsed_time(end))
     ms = {b: statistics.median(v) for b, v in times.items()}
-    print(f"U-Net gpu preset, batch {args.batch}, one training step on {torch.cuda.get_device_name()}: "
+    print(f"U-Net UNet-L preset, batch {args.batch}, one training step on {torch.cuda.get_device_name()}: "
           f"PyTorch ops {ms['reference']:.2f} ms, fused GroupNorm+SiLU {ms['triton']:.2f} ms, "
           f"speed-up {ms['reference'] / ms['triton']:.2f}x")
 

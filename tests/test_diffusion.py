@@ -4,6 +4,7 @@ The oracle: for data x0 ~ N(mu, s^2) (each coordinate), x_t ~ N(sqrt(ab) mu, ab 
 optimal denoiser E[eps | x_t] = sqrt(1 - ab) (x_t - sqrt(ab) mu) / (ab s^2 + 1 - ab) is known exactly, so
 a correct sampler driven by it must reproduce N(mu, s^2).
 """
+import dataclasses
 import math
 
 import numpy as np
@@ -31,7 +32,7 @@ class GaussianOracle(torch.nn.Module):
 @pytest.mark.parametrize("name", ["linear", "cosine"])
 def test_schedule_matches_paper_formulas_in_float64(name):
     s = D.make_schedule(name, 1000)
-    assert s.betas.dtype == torch.float64 and s.alphas_cumprod.dtype == torch.float64 and s.T == 1000
+    assert s.betas.dtype == torch.float64 and s.alphas_cumprod.dtype == torch.float64 and s.num_steps == 1000
     b = s.betas.numpy()
     if name == "linear":
         np.testing.assert_allclose(b, np.linspace(1e-4, 0.02, 1000), rtol=1e-12)
@@ -53,11 +54,12 @@ def test_schedule_matches_paper_formulas_in_float64(name):
     assert torch.all(s.snr[1:] < s.snr[:-1])  # noise only grows
 
 
-def test_unknown_schedule_and_bad_T_are_clear_errors():
+def test_unknown_schedule_and_bad_num_steps_are_clear_errors():
     with pytest.raises(ValueError, match="unknown schedule 'quadratic'"):
         D.make_schedule("quadratic", 100)
-    with pytest.raises(ValueError, match="T must be an integer"):
+    with pytest.raises(ValueError, match="num_steps must be an integer"):
         D.make_schedule("linear", 1)
+    assert not hasattr(D.make_schedule("linear", 10), "T")  # the count is num_steps; T is the letter for frames
 
 
 @pytest.mark.parametrize("name", ["linear", "cosine"])
@@ -201,3 +203,74 @@ def test_diffusion_loss_and_label_dropout():
     assert seen["y"] is None
     with pytest.raises(ValueError, match="p_uncond"):
         D.Diffusion(Spy(), s, p_uncond=1.5)
+
+
+class Denoiser(torch.nn.Module):
+    """A denoiser with a config dataclass, as the course's models have: eps_hat = w * x."""
+
+    @dataclasses.dataclass
+    class Config:
+        width: int = 4
+        mults: tuple = (1, 2)   # a tuple: must survive a checkpoint's save and load
+
+    def __init__(self, config=None):
+        super().__init__()
+        self.config = config or Denoiser.Config()
+        self.w = torch.nn.Parameter(torch.zeros(self.config.width))
+
+    def forward(self, x, t, y=None):
+        return x * self.w.mean()
+
+
+def test_diffusion_config_holds_the_schedule_labels_and_the_denoisers_config():
+    wrapped = D.Diffusion(Denoiser(), D.make_schedule("linear", 30), num_classes=10, p_uncond=0.2)
+    assert wrapped.config == D.DiffusionConfig(schedule="linear", num_steps=30, parameterization="eps",
+                                               num_classes=10, p_uncond=0.2, denoiser=Denoiser.Config())
+    assert dataclasses.asdict(wrapped.config)["denoiser"] == {"width": 4, "mults": (1, 2)}
+    assert wrapped.null_label == 10 and wrapped.p_uncond == 0.2
+    rebuilt = D.Diffusion.from_config(Denoiser(), wrapped.config)
+    assert rebuilt.config == wrapped.config and torch.equal(rebuilt.schedule.betas, wrapped.schedule.betas)
+    with pytest.raises(ValueError, match="is not the one the DiffusionConfig names"):
+        D.Diffusion.from_config(Denoiser(Denoiser.Config(width=5)), wrapped.config)
+    with pytest.raises(ValueError, match="parameterization 'v' is not implemented"):
+        D.DiffusionConfig(parameterization="v")
+    with pytest.raises(ValueError, match="p_uncond must be a probability"):
+        D.Diffusion(Denoiser(), D.make_schedule("linear", 30), p_uncond=1.5)
+    assert D.Diffusion(lambda x, t, y=None: x, D.make_schedule("linear", 30)).config.denoiser is None
+
+
+@pytest.mark.parametrize("sampler", ["ddpm_sample", "ddim_sample", "ddim_invert", "inpaint", "sdedit"])
+def test_samplers_refuse_a_schedule_other_than_the_models(sampler):
+    trained = D.make_schedule("cosine", 100)
+    model = D.Diffusion(Denoiser(), trained)
+    x = torch.randn(2, 1, 4, 4)
+    calls = {"ddpm_sample": lambda s: D.ddpm_sample(model, s, x.shape),
+             "ddim_sample": lambda s: D.ddim_sample(model, s, x.shape, steps=5),
+             "ddim_invert": lambda s: D.ddim_invert(model, s, x, steps=5),
+             "inpaint": lambda s: D.inpaint(model, s, x, torch.ones(1, 1, 4, 4), steps=5),
+             "sdedit": lambda s: D.sdedit(model, s, x, steps=5)}
+    for other, words in ((D.make_schedule("cosine", 1000), "num_steps=100.*num_steps=1000"),
+                         (D.make_schedule("linear", 100), "'cosine'.*'linear'")):
+        with pytest.raises(ValueError, match=f"{sampler}: the model was trained on .*{words}"):
+            calls[sampler](other)
+    assert calls[sampler](trained).shape == x.shape          # its own schedule is fine
+    assert calls[sampler](D.make_schedule("cosine", 100)).shape == x.shape  # an equal one too
+
+
+def test_a_checkpoint_stores_the_schedule_and_refuses_another(tmp_path):
+    """minigen.train saves asdict(model.config): the nested denoiser config survives save and load (tuples too),
+    and a checkpoint trained on another schedule is a CheckpointError naming the differing fields."""
+    from minigen.train import CheckpointError, TrainConfig, Trainer, read_checkpoint
+
+    model = D.Diffusion(Denoiser(), D.make_schedule("cosine", 100), num_classes=10)
+    path = Trainer(model, torch.randn(16, 1, 4, 4), TrainConfig(steps=1, batch_size=4, progress=False)).fit().save(
+        tmp_path / "run.pt")
+    state = read_checkpoint(path, D.Diffusion(Denoiser(), D.make_schedule("cosine", 100), num_classes=10))
+    assert state["config"] == dataclasses.asdict(model.config) and state["config"]["denoiser"]["mults"] == (1, 2)
+    with pytest.raises(CheckpointError, match=r"another config.*'num_steps': \(100, 1000\)"):
+        read_checkpoint(path, D.Diffusion(Denoiser(), D.make_schedule("cosine", 1000), num_classes=10))
+    with pytest.raises(CheckpointError, match=r"another config.*'schedule': \('cosine', 'linear'\)"):
+        read_checkpoint(path, D.Diffusion(Denoiser(), D.make_schedule("linear", 100), num_classes=10))
+    with pytest.raises(CheckpointError, match=r"another config.*'denoiser.mults': \(\(1, 2\), \(1, 3\)\)"):
+        read_checkpoint(path, D.Diffusion(Denoiser(Denoiser.Config(mults=(1, 3))), D.make_schedule("cosine", 100),
+                                          num_classes=10))

@@ -159,6 +159,24 @@ def test_bits_per_dim_of_a_known_density():
     assert torch.allclose(bpd, expected, atol=1e-4)
 
 
+def test_bits_per_dim_is_the_metrics_formula_bit_for_bit():
+    """Flow.bits_per_dim writes the conversion out (a model file imports no metrics); it must be exactly
+    minigen.metrics.bits_per_dim, since it is the training loss the notebook's numbers depend on."""
+    from minigen.metrics import bits_per_dim
+
+    model = _perturb(Flow(FlowConfig(image_shape=(1, 4, 4), n_scales=1, steps=1, width=4)))
+    images = quantize(torch.rand(6, 1, 4, 4))
+    y = dequantize(images, torch.Generator().manual_seed(1))
+    expected = bits_per_dim(-model.log_prob(y), 16, pixel_scale=1 / 256)
+    assert torch.equal(model.bits_per_dim(images, torch.Generator().manual_seed(1)), expected)
+
+
+def test_presets_are_named_by_size_and_grow():
+    assert list(FLOW_PRESETS) == ["Flow-S", "Flow-B", "Flow-L"]
+    sizes = [sum(p.numel() for p in Flow(c).parameters()) for c in FLOW_PRESETS.values()]
+    assert sizes == sorted(sizes) and len(set(sizes)) == 3
+
+
 def test_dequantize_quantize_round_trip():
     levels = torch.arange(256.0).view(1, 1, 16, 16)
     images = levels / 255 * 2 - 1                       # the course's convention for 8-bit digits
@@ -183,14 +201,14 @@ def test_training_lowers_bits_per_dim_and_samples_have_the_right_form():
     assert model.loss(images)["loss"].item() < first - 0.5
     x = model.sample(4, temperature=0.7, generator=torch.Generator().manual_seed(0))
     assert x.shape == (4, 1, 12, 12) and x.min() >= -1 and x.max() <= 1
-    assert Flow(FLOW_PRESETS["ci"]).sample(2).shape == (2, 1, 28, 28)
+    assert Flow(FLOW_PRESETS["Flow-S"]).sample(2).shape == (2, 1, 28, 28)
 
 
 def test_clear_errors():
     with pytest.raises(ValueError, match="divide by 2 \\*\\* n_scales"):
         FlowConfig(image_shape=(1, 28, 28), n_scales=3)
     with pytest.raises(ValueError, match=r"\(B, 1, 28, 28\)"):
-        Flow(FLOW_PRESETS["ci"])(torch.rand(2, 28, 28))
+        Flow(FLOW_PRESETS["Flow-S"])(torch.rand(2, 28, 28))
     with pytest.raises(ValueError, match="mask"):
         Coupling(4, 8, "stripes")
     with pytest.raises(ValueError, match="checkerboard"):

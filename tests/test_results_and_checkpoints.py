@@ -1,11 +1,14 @@
 """Measured figures are written by code; course checkpoints are verified before they are used."""
 import json
+from dataclasses import replace
 
 import pytest
 import torch
 from torch import nn
 
-from minigen import checkpoints, results
+from minigen import checkpoints, recipes, results
+from minigen.diffusion import Diffusion
+from minigen.models.unet import UNet, UNetConfig
 from minigen.train import CheckpointError
 
 
@@ -94,3 +97,48 @@ def test_mismatched_course_checkpoint_is_an_error(tmp_path):
 def test_unknown_recipe_is_named():
     with pytest.raises(KeyError, match="no recipe named 'nope'"):
         checkpoints.build("nope")
+
+
+def _tiny_course_diffusion(num_steps=None) -> Diffusion:
+    """The diffusion course model as recipe("diffusion", "gpu") builds it, with a tiny U-Net (and optionally
+    another chain length)."""
+    r = recipes.recipe("diffusion", "gpu")
+    config = r.diffusion_config()
+    tiny = UNetConfig(width=8, mults=(1, 2), blocks=1, attention=False, groups=4)
+    schedule = {} if num_steps is None else {"num_steps": num_steps}
+    return Diffusion.from_config(UNet(tiny), replace(config, denoiser=tiny, **schedule))
+
+
+def test_diffusion_course_model_saves_and_loads_as_the_recipe_builds_it(tmp_path):
+    """What course_checkpoint("diffusion") saves (the EMA Diffusion wrapper) loads into what notebook 04 builds
+    (recipe("diffusion", "gpu").build()): same class, same config with its schedule, same weights."""
+    torch.manual_seed(1)
+    trained = _tiny_course_diffusion()
+    with torch.no_grad():
+        for p in trained.parameters():
+            p.add_(torch.randn_like(p))
+    checkpoints.save("diffusion", trained, {"steps": 5}, directory=tmp_path)
+    loaded = checkpoints.load("diffusion", _tiny_course_diffusion(), directory=tmp_path)
+    assert isinstance(loaded, Diffusion) and loaded.config == trained.config
+    assert loaded.config.num_steps == 1000 and loaded.config.schedule == "cosine" and loaded.num_classes == 10
+    for a, b in zip(trained.state_dict().values(), loaded.state_dict().values()):
+        torch.testing.assert_close(b, a.half().float())   # stored in fp16
+    with pytest.raises(CheckpointError, match=r"another config.*'num_steps': \(1000, 100\)"):
+        checkpoints.load("diffusion", _tiny_course_diffusion(num_steps=100), directory=tmp_path)
+    with pytest.raises(CheckpointError, match="holds a Diffusion, not a UNet"):
+        checkpoints.load("diffusion", UNet(trained.config.denoiser), directory=tmp_path)
+
+
+def test_the_full_size_diffusion_course_model_round_trips(tmp_path):
+    """The real gpu recipe's model (UNet-L in its Diffusion wrapper) fits the 4 MB limit and loads back into a
+    fresh recipe("diffusion", "gpu").build()."""
+    model = recipes.recipe("diffusion", "gpu").build()
+    path = checkpoints.save("diffusion", model, {"steps": 0}, directory=tmp_path)
+    assert path.stat().st_size <= checkpoints.MAX_BYTES
+    loaded = checkpoints.load("diffusion", recipes.recipe("diffusion", "gpu").build(), directory=tmp_path)
+    assert loaded.config == model.config
+
+
+def test_recipes_table_names_the_course_checkpoints():
+    assert sorted(checkpoints.RECIPES) == ["diffusion", "flow", "vae"]
+    assert all(callable(f) for f in checkpoints.RECIPES.values())

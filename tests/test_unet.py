@@ -20,16 +20,16 @@ def _perturbed(config: UNetConfig) -> UNet:
 
 def test_shapes_parameter_counts_and_zero_init():
     assert {k: num_parameters(UNet(c)) for k, c in UNET_PRESETS.items()} == {
-        "ci": 135348, "cpu": 551140, "gpu": 1762132}
-    assert num_parameters(UNet(UNET_PRESETS["gpu"])) * 2 < 4 * 2**20  # fits a 4 MB fp16 course checkpoint
-    model = UNet(UNET_PRESETS["ci"])
+        "UNet-S": 135348, "UNet-B": 551140, "UNet-L": 1762132}
+    assert num_parameters(UNet(UNET_PRESETS["UNet-L"])) * 2 < 4 * 2**20  # fits a 4 MB fp16 course checkpoint
+    model = UNet(UNET_PRESETS["UNet-S"])
     x, t = torch.randn(3, 1, 28, 28), torch.tensor([0, 500, 999])
     out = model(x, t, torch.tensor([1, 2, 10]))
     assert out.shape == x.shape and torch.all(out == 0)   # zero-init output layer: eps_hat = 0 at step 0
 
 
 def test_conditioning_on_time_and_label_and_null_label():
-    model = _perturbed(UNET_PRESETS["ci"]).eval()
+    model = _perturbed(UNET_PRESETS["UNet-S"]).eval()
     x, t = torch.randn(2, 1, 28, 28), torch.tensor([100, 100])
     a = model(x, t, torch.tensor([3, 3]))
     assert not torch.allclose(a, model(x, t, torch.tensor([4, 4])))
@@ -40,7 +40,7 @@ def test_conditioning_on_time_and_label_and_null_label():
 
 
 def test_clear_errors():
-    model = UNet(UNET_PRESETS["ci"])
+    model = UNet(UNET_PRESETS["UNet-S"])
     with pytest.raises(ValueError, match=r"x of shape \(B, 1, 28, 28\)"):
         model(torch.randn(2, 1, 32, 32), torch.zeros(2, dtype=torch.long))
     with pytest.raises(ValueError, match="t of shape"):
@@ -104,7 +104,7 @@ def test_group_norm_silu_is_the_two_pytorch_ops_on_cpu_and_keeps_the_parameters(
     assert torch.equal(out, F.silu(norm(x)))
     out.sum().backward()
     assert norm.weight.grad is not None and x.grad is not None
-    assert "down.0.0.norm1.weight" in UNet(UNET_PRESETS["ci"]).state_dict()
+    assert "down.0.0.norm1.weight" in UNet(UNET_PRESETS["UNet-S"]).state_dict()
 
 
 _GPU = os.environ.get("MINIGEN_TEST_GPU") == "1" and torch.cuda.is_available()
@@ -117,7 +117,7 @@ def test_unet_runs_its_group_norms_through_the_triton_kernel(monkeypatch):
     gradients match the PyTorch path: the fused GroupNorm + SiLU is what the model runs."""
     from minigen.kernels import norm as norm_kernels
     device = "cuda" if _GPU else "cpu"
-    model = _perturbed(UNET_PRESETS["ci"]).to(device)
+    model = _perturbed(UNET_PRESETS["UNet-S"]).to(device)
     x, t, y = (v.to(device) for v in (torch.randn(2, 1, 28, 28), torch.tensor([10, 900]), torch.tensor([3, 10])))
 
     def run(backend):

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from minigen.exercises import vae as exercises
-from minigen.models.vae import (VAE, VAE_PRESETS, BinarizedBatches, VAEConfig, binarize, evaluate,
-                                gaussian_kl, reparameterize)
+from minigen.models.vae import VAE, VAE_PRESETS, VAEConfig, binarize, evaluate, gaussian_kl, reparameterize
+from minigen.recipes import BinarizedBatches
 
 TINY = VAEConfig(latent_dim=2, width=4, hidden=8)
 
@@ -79,7 +79,8 @@ def test_iwae_bound_is_above_the_elbo_and_tightens_with_k():
     assert (model.iwae(x, 100, g) >= elbo - 1e-3).float().mean() > 0.9  # per image too, almost always
 
 
-def test_iwae_uses_the_metrics_bound_on_its_log_weights():
+def test_iwae_equals_the_metrics_bound_on_its_log_weights():
+    """VAE.iwae writes the bound out (a model file imports no metrics); it must be minigen.metrics.iwae_bound."""
     from minigen.metrics import iwae_bound
 
     model = VAE(TINY).eval()
@@ -137,8 +138,15 @@ def test_binarized_batches_resample_the_bits_and_resume():
     assert data.state_dict() == {"epoch": 2, "pos": 0}
 
 
+def test_presets_are_named_by_size_and_grow():
+    assert list(VAE_PRESETS) == ["VAE-S", "VAE-B", "VAE-L"]
+    sizes = [sum(p.numel() for p in VAE(c).parameters()) for c in VAE_PRESETS.values()]
+    assert sizes == sorted(sizes) and len(set(sizes)) == 3
+    assert sizes[-1] * 2 < 4 * 2**20  # the largest fits a 4 MiB fp16 course checkpoint
+
+
 def test_shapes_of_encode_decode_sample():
-    model = VAE(VAE_PRESETS["ci"])
+    model = VAE(VAE_PRESETS["VAE-S"])
     x = _digits(5)
     mu, logvar = model.encode(x)
     assert mu.shape == logvar.shape == (5, 16)

@@ -22,7 +22,7 @@ def _inputs(seed: int = 0):
 
 
 def check_q_sample(fn) -> None:
-    """fn(alphas_cumprod (T,) float64, x0 (B, ...), t (B,) long, noise like x0) -> x_t like x0."""
+    """fn(alphas_cumprod (num_steps,) float64, x0 (B, ...), t (B,) long, noise like x0) -> x_t like x0."""
     schedule, x0, noise, t = _inputs()
     got = fn(schedule.alphas_cumprod, x0, t, noise)
     assert_close("q_sample", got, D.q_sample(schedule, x0, t, noise), atol=1e-5,

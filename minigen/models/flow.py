@@ -9,7 +9,7 @@ Every layer below returns (output, logdet per example) from `forward` and undoes
     x (B, 1, 28, 28) in [0, 1) --logit--> squeeze (B, 4, 14, 14) --K x [ActNorm, 1x1 conv, coupling]--> split
       --> squeeze (B, 8, 7, 7) --K x [...]--> z ; half of the 14x14 channels leave at the split as latents
 
-    model = Flow(FLOW_PRESETS["cpu"])
+    model = Flow(FLOW_PRESETS["Flow-B"])     # presets by size; minigen.recipes picks one per profile
     zs, logdet = model(y); y_again = model.inverse(zs)   # y: dequantized digits in [0, 1); exact round trip
     x = model.sample(16, temperature=0.7)  # (16, 1, 28, 28) in [-1, 1]
 """
@@ -115,10 +115,11 @@ class FlowConfig:
             raise ValueError(f"logit_alpha must be in [0, 0.5), got {self.logit_alpha}")
 
 
+# Presets by size (minigen.recipes picks one per profile).
 FLOW_PRESETS = {
-    "ci": FlowConfig(n_scales=2, steps=2, width=16),     # smoke test: a few steps train in seconds
-    "cpu": FlowConfig(n_scales=2, steps=4, width=48),    # 3300 steps of 64 at lr 2e-3: 1.74 bits/dim, ~5 CPU-min
-    "gpu": FlowConfig(n_scales=2, steps=12, width=128),  # deeper and wider: the course checkpoint
+    "Flow-S": FlowConfig(n_scales=2, steps=2, width=16),     # smoke test: a few steps train in seconds
+    "Flow-B": FlowConfig(n_scales=2, steps=4, width=48),     # 3300 steps of 64 at lr 2e-3: 1.74 bits/dim, ~5 CPU-min
+    "Flow-L": FlowConfig(n_scales=2, steps=12, width=128),   # deeper and wider: the course checkpoint
 }
 
 
@@ -278,7 +279,7 @@ class Flow(nn.Module):
         init_weights(self)
 
     def _pre(self, y):
-        """[0, 1) -> R^D: RealNVP's logit map (or a shift), with its log-determinant."""
+        """[0, 1) -> the real line: RealNVP's logit map (or a shift), with its log-determinant."""
         a = self.config.logit_alpha
         if a == 0:
             return y - 0.5, y.new_zeros(len(y))
@@ -326,15 +327,16 @@ class Flow(nn.Module):
         return {"loss": bpd, "bpd": bpd.detach()}
 
     def bits_per_dim(self, images, generator: torch.Generator | None = None):
-        """Per-image bits/dim of 8-bit images given in [-1, 1]: dequantize, score, convert (metrics)."""
-        from minigen.metrics import bits_per_dim
-
+        """Per-image bits/dim of 8-bit images given in [-1, 1]: dequantize to y = (k + u) / 256, score, and convert
+        nats to bits per 8-bit level, (nll - dims log(1/256)) / (dims ln 2) over the dims = C*H*W values: the formula
+        of minigen.metrics.bits_per_dim(nll, dims, pixel_scale=1/256), written out so the model needs no metrics."""
         y = dequantize(images, generator)
-        return bits_per_dim(-self.log_prob(y), y[0].numel(), pixel_scale=1 / 256)
+        nll, dims = -self.log_prob(y), y[0].numel()
+        return (nll - dims * math.log(1 / 256)) / (dims * math.log(2.0))
 
     @torch.no_grad()
     def sample(self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None):
-        """n images (n, C, H, W) in [-1, 1]: z ~ N(0, T^2 I), run the flow backwards, quantize to 8 bits."""
+        """n images (n, C, H, W) in [-1, 1]: z ~ N(0, temperature^2 I), run the flow backwards, quantize to 8 bits."""
         p = next(self.parameters())
         zs = [temperature * torch.randn(n, *shape, generator=generator).to(p) for shape in self._latents]
         return quantize(self.inverse(zs))
@@ -384,17 +386,3 @@ def evaluate_bits_per_dim(model: Flow, images: torch.Tensor, batch_size: int = 5
         return torch.cat([model.bits_per_dim(images[i:i + batch_size].to(next(model.parameters()).device), g)
                           for i in range(0, len(images), batch_size)]).mean().item()
 
-
-def course_checkpoint():
-    """Recipe for the course checkpoint "flow": the gpu preset trained at the gpu profile (DESIGN section 10)."""
-    import minigen
-    from minigen.data import load_mnist
-    from minigen.train import TrainConfig, Trainer
-
-    _, device = minigen.setup(seed=0)
-    model = Flow(FLOW_PRESETS["gpu"]).to(device)
-    config = TrainConfig(steps=12000, batch_size=128, lr=1e-3, warmup=500, cosine=True, grad_clip=50.0)
-    Trainer(model, load_mnist("train").images, config).fit()
-    bpd = evaluate_bits_per_dim(model, load_mnist("test").images)
-    return model.cpu(), {"steps": config.steps, "metric": round(bpd, 4), "metric_name": "test bits/dim",
-                         "half": False}  # fp32: 2.6 MB, and bits/dim is read off exact log-dets

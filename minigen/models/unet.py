@@ -8,8 +8,12 @@ classifier-free guidance).
 
 The one trick for CPU budgets: pixel-unshuffle. A 28x28x1 digit is rearranged, losslessly, into a 14x14x4
 tensor (each 2x2 patch becomes 4 channels), the U-Net works at 14x14 and 7x7, and pixel-shuffle puts the
-predicted noise back at 28x28. Convolutions cost H*W, so this is 4x cheaper than working at 28x28 with the
+predicted noise back at 28x28. Convolutions cost h*w, so this is 4x cheaper than working at 28x28 with the
 same width, and a 3x3 kernel now sees a 6x6 pixel neighbourhood.
+
+Letters in the shape comments: B batch, C channels, h x w the feature map's height and width, S = h*w spatial
+tokens, H attention heads, D head dim. The presets are named by size; `minigen.recipes` picks one per profile
+and wraps the U-Net in `minigen.diffusion.Diffusion` with its schedule.
 """
 from dataclasses import dataclass
 
@@ -17,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..kernels import attention
 from ..nn import check_values, group_norm_silu, timestep_embedding
 
 
@@ -35,12 +40,12 @@ class UNetConfig:
 
 
 UNET_PRESETS = {
-    # ci: proves every cell runs; samples are blobs
-    "ci": UNetConfig(width=16, blocks=1, attention=False),
-    # cpu: 0.55M parameters, ~0.3 s per batch-128 step on one core: ~1500 steps in 5 minutes on 2 cores
-    "cpu": UNetConfig(width=32, blocks=1, attention=True),
-    # gpu: the course checkpoint (about 10 minutes on a T4), small enough for a <= 4 MB fp16 file
-    "gpu": UNetConfig(width=48, blocks=2, attention=True, dropout=0.1),
+    # S: 0.14M parameters, no attention; proves every cell runs (the ci recipe); samples are blobs
+    "UNet-S": UNetConfig(width=16, blocks=1, attention=False),
+    # B: 0.55M parameters, ~0.3 s per batch-128 step on one core: ~1500 steps in 5 minutes on 2 cores (cpu recipe)
+    "UNet-B": UNetConfig(width=32, blocks=1, attention=True),
+    # L: 1.76M parameters, the course checkpoint (about 10 minutes on a T4), small enough for a <= 4 MB fp16 file
+    "UNet-L": UNetConfig(width=48, blocks=2, attention=True, dropout=0.1),
 }
 
 
@@ -65,7 +70,7 @@ class ResBlock(nn.Module):
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention over the H*W positions of a feature map, residual."""
+    """Multi-head self-attention over the S = h*w positions of a feature map, residual."""
 
     def __init__(self, channels: int, groups: int, head_dim: int = 32):
         super().__init__()
@@ -74,11 +79,11 @@ class Attention(nn.Module):
         self.out = nn.Conv2d(channels, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, C, H, W = x.shape
-        qkv = self.qkv(self.norm(x)).reshape(B, 3, self.heads, C // self.heads, H * W)  # (B, 3, H, D, S)
+        B, C, h, w = x.shape
+        qkv = self.qkv(self.norm(x)).reshape(B, 3, self.heads, C // self.heads, h * w)  # (B, 3, H, D, S)
         q, k, v = qkv.transpose(-1, -2).unbind(1)                                     # 3 x (B, H, S, D)
-        h = F.scaled_dot_product_attention(q, k, v)                                    # (B, H, S, D)
-        return x + self.out(h.transpose(-1, -2).reshape(B, C, H, W))                   # (B, C, H, W)
+        out = attention(q, k, v)                                   # (B, H, S, D): minigen.kernels' dispatcher
+        return x + self.out(out.transpose(-1, -2).reshape(B, C, h, w))                 # (B, C, h, w)
 
 
 class UNet(nn.Module):
@@ -142,47 +147,25 @@ class UNet(nn.Module):
         emb = self.time_mlp(timestep_embedding(t, self.config.width))                 # (B, E)
         if y is not None:
             emb = emb + self.label_emb(y)
-        h = self.conv_in(F.pixel_unshuffle(x, self.config.unshuffle))                  # (B, C0, H/2, W/2)
+        h = self.conv_in(F.pixel_unshuffle(x, self.config.unshuffle))                  # (B, C_0, image_size/r, ...)
         skips = []
         for i, blocks in enumerate(self.down):
             for blk in blocks:
                 h = blk(h, emb)
             skips.append(h)
             if i < len(self.downsample):
-                h = self.downsample[i](h)                                             # (B, C_i+1, H_i/2, W_i/2)
+                h = self.downsample[i](h)                                             # (B, C_i+1, h_i/2, w_i/2)
         h = self.mid2(self.mid_attn(self.mid1(h, emb)), emb)
         for i in reversed(range(len(self.up))):
-            h = torch.cat([h, skips.pop()], dim=1)                                     # (B, 2 C_i, H_i, W_i)
+            h = torch.cat([h, skips.pop()], dim=1)                                     # (B, 2 C_i, h_i, w_i)
             for blk in self.up[i]:
                 h = blk(h, emb)
             if i > 0:
-                h = self.upsample[i - 1](F.interpolate(h, scale_factor=2.0, mode="nearest"))  # (B, C_i-1, 2H_i, 2W_i)
-        out = self.conv_out(group_norm_silu(self.norm_out, h))                         # (B, C*r^2, H/r, W/r)
-        return F.pixel_shuffle(out, self.config.unshuffle)                             # (B, C, H, W)
+                h = self.upsample[i - 1](F.interpolate(h, scale_factor=2.0, mode="nearest"))  # (B, C_i-1, 2h_i, 2w_i)
+        out = self.conv_out(group_norm_silu(self.norm_out, h))                         # (B, C_in*r^2, h, w)
+        return F.pixel_shuffle(out, self.config.unshuffle)                             # (B, C_in, r*h, r*w)
 
 
 def num_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
-
-def course_checkpoint():
-    """Recipe for the course checkpoint "diffusion" (DESIGN section 10): the gpu preset, class-conditional with
-    label dropout, trained at the gpu profile; returns (EMA model, info with its measured classifier-IS)."""
-    from minigen import metrics
-    from minigen.data import load_mnist
-    from minigen.diffusion import Diffusion, ddim_sample, make_schedule
-    from minigen.train import Trainer, TrainConfig
-
-    torch.manual_seed(0)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    data = load_mnist("train")
-    model = UNet(UNET_PRESETS["gpu"])
-    diffusion = Diffusion(model, make_schedule("cosine", 1000), num_classes=10, p_uncond=0.1)
-    config = TrainConfig(steps=8000, batch_size=256, lr=2e-3, warmup=200, cosine=True, ema_decay=0.999)
-    trainer = Trainer(diffusion, (data.images, data.labels), config, device=device).fit()
-    ema = trainer.ema.model.eval()
-    y = torch.arange(5000, device=device) % 10
-    x = ddim_sample(ema, diffusion.schedule, (5000, 1, 28, 28), steps=50, y=y, guidance=2.0, null_label=10,
-                    clip_x0=1.0, generator=torch.Generator(device).manual_seed(0), device=device)
-    score = metrics.classifier_score(x)
-    return ema.cpu(), {"steps": config.steps, "metric": round(score, 3), "metric_name": "classifier-IS, DDIM-50, CFG 2"}

@@ -6,19 +6,23 @@ Models" (2014), https://arxiv.org/abs/1401.4082 ; the importance-weighted bound 
 Salakhutdinov, "Importance Weighted Autoencoders" (2015), https://arxiv.org/abs/1509.00519 ; the beta knob
 from Higgins et al., "beta-VAE" (ICLR 2017).
 
-    x (B, 1, 28, 28) in {0, 1} --encoder--> q(z|x) = N(mu, diag(exp(logvar)))       (B, D) each
+    x (B, 1, 28, 28) in {0, 1} --encoder--> q(z|x) = N(mu, diag(exp(logvar)))  (B, latent_dim) each
     z = mu + exp(logvar / 2) * eps,  eps ~ N(0, I)          (reparameterization: gradients reach mu, logvar)
     decoder(z) -> logits (B, 1, 28, 28) of p(x|z) = Bernoulli(sigmoid(logits)) per pixel
     ELBO(x) = E_q[log p(x|z)] - KL(q(z|x) || N(0, I))  <=  log p(x)            (nats per image)
 
 The likelihood is Bernoulli, so images are binary: each training batch is binarized afresh by sampling
-pixel ~ Bernoulli(intensity) (dynamic binarization, `BinarizedBatches`); evaluation uses one fixed, seeded
-binarization of the test split (`binarize(images, seed=0)`), so every run scores the same bits.
+pixel ~ Bernoulli(intensity) (dynamic binarization: the recipe's data, `minigen.recipes.BinarizedBatches`);
+evaluation uses one fixed, seeded binarization of the test split (`binarize(images, seed=0)`), so every run
+scores the same bits.
 
-    model = VAE(VAE_PRESETS["cpu"])
-    minigen.train.train(model, BinarizedBatches(load_mnist("train").images), steps=3500)
+    model = VAE(VAE_PRESETS["VAE-B"])          # presets by size; minigen.recipes picks one per profile
+    model.loss(binarize(images))               # {"loss": -ELBO, "recon", "kl", "elbo"} for minigen.train
     model.iwae(binarize(test_images), k=500)   # (B,) lower bounds on log p(x), nats
     model.sample(64)                           # (64, 1, 28, 28) images in [-1, 1]
+
+Letters in the shape comments: B batch, C channels (config.width), K importance samples; a latent has
+latent_dim numbers.
 """
 import math
 from dataclasses import dataclass
@@ -27,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..nn import check_images, check_values
+from ..nn import ConvResBlock, check_images, check_values, conv_decoder, conv_encoder
 
 IMAGE_SHAPE = (1, 28, 28)  # MNIST: one channel, 28 x 28 = 784 binary pixels
 
@@ -53,14 +57,13 @@ class VAEConfig:
             raise ValueError(f"VAEConfig.beta must be a number >= 0, got {self.beta!r}")
 
 
-# One preset per profile (DESIGN section 2); "course" is the gpu preset the course checkpoint is trained with.
+# Presets by size (minigen.recipes picks one per profile; the course checkpoint is recipe("vae", "gpu")'s).
 VAE_PRESETS = {
-    "ci": VAEConfig(latent_dim=16, width=16, hidden=128),   # smoke test: a few seconds per hundred steps
-    "cpu": VAEConfig(latent_dim=32, width=32, hidden=256),  # the plain conv VAE: 3.5k steps fit a CPU budget
-    "gpu": VAEConfig(latent_dim=32, width=32, hidden=256, blocks=2),  # deeper, same width: 3.96 MiB in fp16,
-                                                                      # just under the 4 MiB checkpoint limit
+    "VAE-S": VAEConfig(latent_dim=16, width=16, hidden=128),   # smoke test: a few seconds per hundred steps
+    "VAE-B": VAEConfig(latent_dim=32, width=32, hidden=256),   # the plain conv VAE: 3.5k steps fit a CPU budget
+    "VAE-L": VAEConfig(latent_dim=32, width=32, hidden=256, blocks=2),  # deeper, same width: 3.96 MiB in fp16,
+                                                                        # just under the 4 MiB checkpoint limit
 }
-VAE_PRESETS["course"] = VAE_PRESETS["gpu"]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -70,7 +73,7 @@ VAE_PRESETS["course"] = VAE_PRESETS["gpu"]
 def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None,
                    n: int | None = None) -> torch.Tensor:
     """z = mu + sigma * eps with eps ~ N(0, I): a sample of N(mu, diag(exp(logvar))) that is a
-    differentiable function of mu and logvar. (B, D) -> (B, D), or (n, B, D) when n is given."""
+    differentiable function of mu and logvar. (B, latent_dim) -> (B, latent_dim), or (n, B, latent_dim) with n."""
     shape = mu.shape if n is None else (n, *mu.shape)
     eps = torch.randn(shape, generator=generator, device=mu.device, dtype=mu.dtype)
     return mu + torch.exp(0.5 * logvar) * eps
@@ -82,7 +85,7 @@ def gaussian_kl(mu_q: torch.Tensor, logvar_q: torch.Tensor, mu_p: torch.Tensor |
 
         0.5 * sum( logvar_p - logvar_q + (e^logvar_q + (mu_q - mu_p)^2) / e^logvar_p - 1 )
 
-    The defaults (0, 0) give the VAE's KL to the standard normal prior. (..., D) -> (...)."""
+    The defaults (0, 0) give the VAE's KL to the standard normal prior. (..., latent_dim) -> (...)."""
     mu_p, logvar_p = torch.as_tensor(mu_p, dtype=mu_q.dtype), torch.as_tensor(logvar_p, dtype=mu_q.dtype)
     ratio = (logvar_q.exp() + (mu_q - mu_p).square()) / logvar_p.exp()
     return 0.5 * (logvar_p - logvar_q + ratio - 1.0).sum(dim=-1)
@@ -95,17 +98,18 @@ def bernoulli_log_likelihood(logits: torch.Tensor, x: torch.Tensor) -> torch.Ten
 
 
 def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
-    """log N(z; 0, I) summed over the last dim. (..., D) -> (...)."""
+    """log N(z; 0, I) summed over the last dim. (..., latent_dim) -> (...)."""
     return -0.5 * (z.square() + math.log(2 * math.pi)).sum(dim=-1)
 
 
 def gaussian_log_prob(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """log N(z; mu, diag e^logvar) summed over the last dim. (..., D) -> (...)."""
+    """log N(z; mu, diag e^logvar) summed over the last dim. (..., latent_dim) -> (...)."""
     return -0.5 * ((z - mu).square() / logvar.exp() + logvar + math.log(2 * math.pi)).sum(dim=-1)
 
 
 # ----------------------------------------------------------------------------------------------------
-# Binary digits: fresh coin flips for every training batch, one fixed set of flips for evaluation.
+# Binary digits: fresh coin flips for every training batch (minigen.recipes.BinarizedBatches), one fixed
+# set of flips for evaluation.
 # ----------------------------------------------------------------------------------------------------
 
 def binarize(images: torch.Tensor, seed: int | None = 0, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -118,26 +122,6 @@ def binarize(images: torch.Tensor, seed: int | None = 0, generator: torch.Genera
     if generator is None and seed is not None:
         generator = torch.Generator(device=images.device).manual_seed(seed)
     return torch.bernoulli(((images + 1) / 2).clamp(0, 1), generator=generator)
-
-
-class BinarizedBatches:
-    """Training data for minigen.train: shuffled epochs of images in [-1, 1], each batch binarized afresh
-    with the loop's data generator (dynamic binarization: the model never sees the same bits twice, which
-    acts as a regularizer). Resumable: its state is the wrapped EpochSampler's."""
-
-    def __init__(self, images: torch.Tensor, seed: int = 0):
-        from minigen.train import EpochSampler
-
-        self.epochs = EpochSampler((images,), seed)
-
-    def __call__(self, batch_size: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        return binarize(self.epochs(batch_size), seed=None, generator=generator)
-
-    def state_dict(self) -> dict:
-        return self.epochs.state_dict()
-
-    def load_state_dict(self, state: dict) -> None:
-        self.epochs.load_state_dict(state)
 
 
 def check_binary_images(x, who: str) -> torch.Tensor:
@@ -156,18 +140,6 @@ def check_binary_images(x, who: str) -> torch.Tensor:
 # The model.
 # ----------------------------------------------------------------------------------------------------
 
-class ResBlock(nn.Module):
-    """x + conv3x3(silu(conv3x3(silu(x)))): depth at a fixed resolution, (B, C, H, W) -> (B, C, H, W)."""
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.body = nn.Sequential(nn.SiLU(), nn.Conv2d(channels, channels, 3, padding=1),
-                                  nn.SiLU(), nn.Conv2d(channels, channels, 3, padding=1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.body(x)
-
-
 class VAE(nn.Module):
     """The autoencoder of notebook 01 with two changes: the encoder outputs a mean and a log-variance per
     latent dimension, and the decoder outputs Bernoulli logits; training maximises the ELBO."""
@@ -175,45 +147,30 @@ class VAE(nn.Module):
     def __init__(self, config: VAEConfig = VAEConfig()):
         super().__init__()
         self.config = config
-        w, h, d, n = config.width, config.hidden, config.latent_dim, config.blocks
-        self.encoder = nn.Sequential(
-            nn.Conv2d(1, w, 4, stride=2, padding=1), nn.SiLU(),          # (B, W, 14, 14)
-            *[ResBlock(w) for _ in range(n)],
-            nn.Conv2d(w, 2 * w, 4, stride=2, padding=1), nn.SiLU(),      # (B, 2W, 7, 7)
-            *[ResBlock(2 * w) for _ in range(n)],
-            nn.Flatten(),                                                # (B, 2W*49)
-            nn.Linear(2 * w * 49, h), nn.SiLU(),                         # (B, hidden)
-            nn.Linear(h, 2 * d),                                         # (B, 2D): mean and log-variance
-        )
-        self.decoder = nn.Sequential(
-            nn.Linear(d, h), nn.SiLU(),                                  # (B, hidden)
-            nn.Linear(h, 2 * w * 49), nn.SiLU(),                         # (B, 2W*49)
-            nn.Unflatten(1, (2 * w, 7, 7)),                              # (B, 2W, 7, 7)
-            *[ResBlock(2 * w) for _ in range(n)],
-            nn.ConvTranspose2d(2 * w, w, 4, stride=2, padding=1), nn.SiLU(),  # (B, W, 14, 14)
-            *[ResBlock(w) for _ in range(n)],
-            nn.ConvTranspose2d(w, 1, 4, stride=2, padding=1),                 # (B, 1, 28, 28) logits
-        )
+        c, hidden, d, depth = config.width, config.hidden, config.latent_dim, config.blocks
+        # notebook 01's conv stacks (minigen.nn), with `depth` residual blocks at 14x14 and at 7x7
+        self.encoder = conv_encoder(2 * d, width=c, hidden=hidden, blocks=depth)   # (B, 2 latent_dim): mean, log-var
+        self.decoder = conv_decoder(d, width=c, hidden=hidden, blocks=depth)       # (B, 1, 28, 28) logits
         init_weights(self)
 
     # -- the two halves ---------------------------------------------------------------------------------
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, 1, 28, 28) binary images -> mean and log-variance of q(z|x), each (B, D)."""
+        """(B, 1, 28, 28) binary images -> mean and log-variance of q(z|x), each (B, latent_dim)."""
         x = check_binary_images(x, "VAE.encode")
         mu, logvar = self.encoder(x * 2 - 1).chunk(2, dim=-1)          # centre the bits: {0,1} -> {-1,1}
         return mu, logvar
 
     def logits(self, z: torch.Tensor) -> torch.Tensor:
-        """(..., D) latents -> (..., 1, 28, 28) Bernoulli logits of p(x|z)."""
+        """(..., latent_dim) latents -> (..., 1, 28, 28) Bernoulli logits of p(x|z)."""
         d = self.config.latent_dim
         if not torch.is_tensor(z) or z.ndim < 2 or z.shape[-1] != d:
             shape = tuple(z.shape) if torch.is_tensor(z) else type(z).__name__
             raise ValueError(f"VAE.decode expects latents of shape (B, {d}), got {shape}")
         lead = z.shape[:-1]
-        return self.decoder(z.reshape(-1, d)).reshape(*lead, *IMAGE_SHAPE)  # (N*B, D) -> (N, B, 1, 28, 28)
+        return self.decoder(z.reshape(-1, d)).reshape(*lead, *IMAGE_SHAPE)  # (K*B, latent_dim) -> (K, B, 1, 28, 28)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """(B, D) latents -> (B, 1, 28, 28) images in [-1, 1]: the mean of p(x|z), 2 * sigmoid(logits) - 1."""
+        """(B, latent_dim) latents -> (B, 1, 28, 28) images in [-1, 1]: the mean of p(x|z), 2 * sigmoid(logits) - 1."""
         return 2 * torch.sigmoid(self.logits(z)) - 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -225,7 +182,7 @@ class VAE(nn.Module):
         """Per-image ELBO terms with one reparameterized sample: {"recon": E_q log p(x|z) (one-sample
         estimate), "kl": KL(q(z|x) || N(0, I)) (exact)}, each (B,) in nats."""
         mu, logvar = self.encode(x)
-        z = reparameterize(mu, logvar, generator)                        # (B, D)
+        z = reparameterize(mu, logvar, generator)                        # (B, latent_dim)
         return {"recon": bernoulli_log_likelihood(self.logits(z), x), "kl": gaussian_kl(mu, logvar)}
 
     def elbo(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -244,7 +201,7 @@ class VAE(nn.Module):
     def log_weights(self, x: torch.Tensor, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """(K, B) importance log-weights log p(x, z_k) - log q(z_k | x) for K samples z_k ~ q(z|x)."""
         mu, logvar = self.encode(x)
-        z = reparameterize(mu, logvar, generator, n=k)                   # (K, B, D)
+        z = reparameterize(mu, logvar, generator, n=k)                   # (K, B, latent_dim)
         log_px_z = bernoulli_log_likelihood(self.logits(z), x)           # (K, B)
         return log_px_z + standard_normal_log_prob(z) - gaussian_log_prob(z, mu, logvar)
 
@@ -253,14 +210,12 @@ class VAE(nn.Module):
              chunk: int = 100) -> torch.Tensor:
         """(B,) importance-weighted lower bound on log p(x) with k samples (Burda et al.), in nats; k = 1 is
         a one-sample ELBO and the bound tightens towards log p(x) as k grows. Samples go in chunks of
-        `chunk` to bound memory."""
-        from minigen.metrics import iwae_bound
-
+        `chunk` to bound memory. The bound is log mean_k w_k, the formula of minigen.metrics.iwae_bound."""
         if not isinstance(k, int) or k < 1:
             raise ValueError(f"k must be a positive int, got {k!r}")
         x = check_binary_images(x, "VAE.iwae")
         lw = torch.cat([self.log_weights(x, min(chunk, k - i), generator) for i in range(0, k, chunk)])  # (K, B)
-        return iwae_bound(lw)
+        return torch.logsumexp(lw, dim=0) - math.log(k)                 # (B,): log (1/K) sum_k w_k, stably
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, temperature: float = 1.0) -> torch.Tensor:
@@ -273,15 +228,16 @@ class VAE(nn.Module):
 def init_weights(model: VAE) -> None:
     """Kaiming-normal weights (fan-in; the ReLU gain suits SiLU) so activations keep their scale, zero biases;
     each residual block's last conv starts at zero, so a block begins as the identity and a deeper preset
-    starts out as the shallow network; then two choices that make the first steps sensible: the encoder's last layer is scaled down 10x, so the
-    untrained posterior is close to N(0, I) (KL near 0, no huge variances), and the decoder's output bias is
-    logit(0.13), MNIST's mean pixel intensity, so the untrained decoder draws the average ink level instead
-    of 50 % grey (about 0.39 instead of 0.69 nats per pixel at step 0)."""
+    starts out as the shallow network; then two choices that make the first steps sensible: the encoder's
+    last layer is scaled down 10x, so the untrained posterior is close to N(0, I) (KL near 0, no huge
+    variances), and the decoder's output bias is logit(0.13), MNIST's mean pixel intensity, so the untrained
+    decoder draws the average ink level instead of 50 % grey (about 0.39 instead of 0.69 nats per pixel at
+    step 0)."""
     layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear))]
     for m in layers:
         nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
         nn.init.zeros_(m.bias)
-    for block in (m for m in model.modules() if isinstance(m, ResBlock)):
+    for block in (m for m in model.modules() if isinstance(m, ConvResBlock)):
         nn.init.zeros_(block.body[-1].weight)
     with torch.no_grad():
         model.encoder[-1].weight.mul_(0.1)
@@ -304,18 +260,3 @@ def evaluate(model: VAE, images: torch.Tensor, k: int = 500, seed: int = 0, batc
     elbo, iw = torch.cat(elbo).mean().item(), torch.cat(iw).mean().item()
     return {"elbo": elbo, "iwae": iw, "nll_elbo": -elbo, "nll_iwae": -iw, "k": k, "n": len(images)}
 
-
-def course_checkpoint():
-    """Recipe for the course checkpoint "vae" (minigen.checkpoints.RECIPES): the gpu preset trained at the gpu
-    budget on dynamically binarized training digits; returns (model, info) with its held-out bounds."""
-    from minigen import get_device
-    from minigen.data import load_mnist
-    from minigen.train import TrainConfig, Trainer
-
-    device = get_device()
-    model = VAE(VAE_PRESETS["course"]).to(device)
-    config = TrainConfig(steps=30_000, batch_size=128, lr=1e-3, cosine=True, seed=0, progress=False)
-    Trainer(model, BinarizedBatches(load_mnist("train").images), config).fit()
-    scores = evaluate(model, binarize(load_mnist("test").images, seed=0), k=500)
-    return model.eval().cpu(), {"steps": config.steps, "test_nll_iwae_k500": round(scores["nll_iwae"], 2),
-                                "test_nll_elbo": round(scores["nll_elbo"], 2)}

@@ -1,0 +1,222 @@
+"""Recipes: each course model's preset and training budget per profile, written once (DESIGN sections 1, 7, 10).
+
+A notebook and `make checkpoints` run the same recipe, so the course checkpoint is the notebook's `gpu`-profile
+model: the same preset, the same TrainConfig, the same seed.
+
+    r = recipe("vae", P.name)           # Recipe(name="vae", profile="cpu", preset="VAE-B", train=TrainConfig(...))
+    model = r.build().to(device)        # VAE(VAE_PRESETS["VAE-B"]); a diffusion recipe wraps its U-Net in Diffusion
+    Trainer(model, BinarizedBatches(load_mnist("train").images), r.train).fit()
+
+    model, info = course_checkpoint("vae")   # recipe("vae", "gpu") trained on its data and measured
+
+Model size and compute budget are two things: `preset` names a size in the model file's PRESETS dict ("VAE-L"),
+`train` is the profile's TrainConfig. Each recipe function below picks both for a profile, with the reason
+beside each number. Dependencies point down from here: recipes -> models -> nn -> kernels; no model file
+imports this module (tests/test_imports.py).
+"""
+import copy
+from dataclasses import dataclass, replace
+
+import torch
+from torch import nn
+
+import minigen
+from minigen import metrics
+from minigen.data import load_mnist
+from minigen.diffusion import Diffusion, DiffusionConfig, ddim_sample
+from minigen.models.autoencoder import AE_PRESETS, Autoencoder
+from minigen.models.flow import FLOW_PRESETS, Flow, evaluate_bits_per_dim
+from minigen.models.mae import MAE, MAE_PRESETS
+from minigen.models.unet import UNET_PRESETS, UNet
+from minigen.models.vae import VAE, VAE_PRESETS, binarize
+from minigen.models.vae import evaluate as evaluate_vae
+from minigen.profile import NAMES as PROFILE_NAMES
+from minigen.profile import PROFILES, Profile, current
+from minigen.train import EpochSampler, TrainConfig, Trainer
+
+# recipe name -> (model class, its presets): what `Recipe.build` constructs
+MODELS = {
+    "autoencoder": (Autoencoder, AE_PRESETS),
+    "mae": (MAE, MAE_PRESETS),
+    "vae": (VAE, VAE_PRESETS),
+    "flow": (Flow, FLOW_PRESETS),
+    "diffusion": (UNet, UNET_PRESETS),
+}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str                                # "vae": a key of MODELS
+    profile: str                             # "ci" | "cpu" | "gpu"
+    preset: str                              # "VAE-L": a key of the model file's PRESETS dict
+    train: TrainConfig                       # steps, batch, lr, warmup, cosine, EMA, seed ... for this profile
+    diffusion: DiffusionConfig | None = None  # diffusion recipes: schedule and labels (the denoiser is the preset)
+
+    def model_config(self):
+        """The preset's config dataclass: a copy, so changing it leaves the PRESETS dict alone."""
+        return copy.deepcopy(MODELS[self.name][1][self.preset])
+
+    def diffusion_config(self) -> DiffusionConfig | None:
+        """The full DiffusionConfig of the built model (the preset's config nested as its denoiser)."""
+        return None if self.diffusion is None else replace(self.diffusion, denoiser=self.model_config())
+
+    def build(self, device=None) -> nn.Module:
+        """The untrained model: the preset's network, wrapped in minigen.diffusion.Diffusion for a diffusion
+        recipe. Draws its initial weights from the global RNG, as constructing the class by hand does."""
+        model = MODELS[self.name][0](self.model_config())
+        if self.diffusion is not None:
+            model = Diffusion.from_config(model, replace(self.diffusion, denoiser=model.config))
+        return model if device is None else model.to(device)
+
+
+# ----------------------------------------------------------------------------------------------------
+# One function per model: the profile's preset and budget. ci proves every cell runs in about a minute on
+# 2 CPU cores; cpu gives recognisable samples in minutes on a laptop; gpu is the course checkpoint's run.
+# ----------------------------------------------------------------------------------------------------
+
+def _autoencoder(P: Profile) -> Recipe:
+    return Recipe("autoencoder", P.name, P.pick(ci="AE-S", cpu="AE-B", gpu="AE-L"), TrainConfig(
+        steps=P.pick(ci=120, cpu=1500, gpu=6000),  # ci: a smoke test; cpu: ~1 min, past PCA-16; gpu: converged MSE
+        batch_size=P.batch_size,                   # the profile's default batch: 64 / 128 / 256
+        lr=2e-3,                                   # a small conv net with warmup tolerates a high Adam rate
+        warmup=50,                                 # a few dozen steps keep the first large updates from diverging
+        cosine=True,                               # decay to 0: short runs end on a sharp minimum
+        seed=0))                                   # the notebook's data order
+
+
+def _mae(P: Profile) -> Recipe:
+    # He et al.'s MAE recipe scaled down: AdamW with weight decay 0.05, warmup, cosine decay
+    return Recipe("mae", P.name, P.pick(ci="MAE-S", cpu="MAE-B", gpu="MAE-L"), TrainConfig(
+        steps=P.pick(ci=200, cpu=1500, gpu=8000),    # transformers need more steps than the conv autoencoder
+        batch_size=P.batch_size,                     # the profile's default batch: 64 / 128 / 256
+        lr=P.pick(ci=4e-3, cpu=3e-3, gpu=2e-3),      # shorter runs take larger steps; the wider gpu model a smaller one
+        weight_decay=0.05,                           # MAE's value; norms, biases, embeddings exempt (train.adamw)
+        warmup=P.pick(ci=20, cpu=100, gpu=400),      # about 5-10 % of the run: attention is unstable at full lr early
+        cosine=True,
+        seed=0))
+
+
+def _vae(P: Profile) -> Recipe:
+    # Notebook 02's main model; the gpu values are also what the former vae.course_checkpoint() ran (that ran
+    # with progress=False; make checkpoints now shows the bar).
+    return Recipe("vae", P.name, P.pick(ci="VAE-S", cpu="VAE-B", gpu="VAE-L"), TrainConfig(
+        steps=P.pick(ci=100, cpu=3_500, gpu=30_000),  # cpu: ~5 CPU-min to <= 95 nats; gpu: the 30k-step checkpoint
+        batch_size=P.pick(ci=64, cpu=128, gpu=128),   # 128 even on a GPU: more steps beat bigger batches here
+        lr=1e-3,                                      # Adam's default: the ELBO's KL term is touchy at higher rates
+        cosine=True,                                  # decay to 0: the bound ends a few nats lower than at a flat lr
+        log_every=10,                                 # the loss curves plot recon and KL every 10 steps
+        seed=0))
+
+
+def _flow(P: Profile) -> Recipe:
+    # Notebook 03's main model; the gpu values are also what the former flow.course_checkpoint() ran.
+    return Recipe("flow", P.name, P.pick(ci="Flow-S", cpu="Flow-B", gpu="Flow-L"), TrainConfig(
+        steps=P.pick(ci=30, cpu=3300, gpu=12000),     # cpu: 1.74 bits/dim in ~5 CPU-min; gpu: the course checkpoint
+        batch_size=P.pick(ci=32, cpu=64, gpu=128),    # small batches: more updates per CPU-second
+        lr=P.pick(ci=2e-3, cpu=2e-3, gpu=1e-3),       # the deeper gpu flow (12 steps per scale) wants a smaller step
+        warmup=P.pick(ci=5, cpu=100, gpu=500),        # ActNorm's data-dependent start needs a gentle first few hundred
+        cosine=True,
+        grad_clip=50.0,                               # log-dets give large but honest gradients early: clip only spikes
+        log_every=10,
+        seed=0))
+
+
+def _diffusion(P: Profile) -> Recipe:
+    # Notebook 04's class-conditional U-Net; the gpu values are also what the former unet.course_checkpoint() ran.
+    schedule = DiffusionConfig(
+        schedule="cosine",                          # Improved DDPM's: every step does useful work at 28 x 28
+        num_steps=P.pick(ci=100, cpu=1000, gpu=1000),  # ci: a short chain keeps DDPM's full-chain sampling fast
+        num_classes=10,                             # digits; label 10 is the null label for guidance
+        p_uncond=0.1)                               # 10 % label dropout: one network learns p(x | y) and p(x)
+    return Recipe("diffusion", P.name, P.pick(ci="UNet-S", cpu="UNet-B", gpu="UNet-L"), TrainConfig(
+        steps=P.pick(ci=40, cpu=1500, gpu=8000),    # cpu: ~5 minutes on 2 cores; gpu: about 10 minutes on a T4
+        batch_size=P.pick(ci=32, cpu=128, gpu=256),
+        lr=2e-3,                                    # a small U-Net with zero-init branches trains fast at 2e-3
+        warmup=P.pick(ci=5, cpu=100, gpu=200),
+        cosine=True,
+        ema_decay=P.pick(ci=0.9, cpu=0.995, gpu=0.999),  # averages ~1/(1 - decay) steps: well under the run's length
+        seed=0), diffusion=schedule)
+
+
+RECIPES = {"autoencoder": _autoencoder, "mae": _mae, "vae": _vae, "flow": _flow, "diffusion": _diffusion}
+
+
+def recipe(name: str, profile: str | None = None) -> Recipe:
+    """The recipe of course model `name` at `profile` (default: the active one, minigen.profile.current())."""
+    if name not in RECIPES:
+        raise ValueError(f"no recipe named {name!r}; known recipes: {', '.join(RECIPES)}")
+    profile = current().name if profile is None else profile
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; known profiles: {', '.join(PROFILE_NAMES)}")
+    return RECIPES[name](PROFILES[profile])
+
+
+# ----------------------------------------------------------------------------------------------------
+# Data the recipes train on that the plain loop cannot make itself
+# ----------------------------------------------------------------------------------------------------
+
+class BinarizedBatches:
+    """The VAE's training data for minigen.train: shuffled epochs of images in [-1, 1], each batch binarized
+    afresh with the loop's data generator (dynamic binarization: the model never sees the same bits twice,
+    which acts as a regularizer). Resumable: its state is the wrapped EpochSampler's."""
+
+    def __init__(self, images: torch.Tensor, seed: int = 0):
+        self.epochs = EpochSampler((images,), seed)
+
+    def __call__(self, batch_size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        return binarize(self.epochs(batch_size), seed=None, generator=generator)
+
+    def state_dict(self) -> dict:
+        return self.epochs.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epochs.load_state_dict(state)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Course checkpoints (DESIGN section 10): the gpu recipe trained on its data, then measured
+# ----------------------------------------------------------------------------------------------------
+
+def _measure_vae(model: VAE, trainer: Trainer) -> tuple[nn.Module, dict]:
+    """Held-out bounds on the fixed binarization of the 10k test digits, IWAE with k = 500."""
+    scores = evaluate_vae(model, binarize(load_mnist("test").images, seed=0), k=500)
+    return model.eval().cpu(), {"steps": trainer.config.steps, "test_nll_iwae_k500": round(scores["nll_iwae"], 2),
+                                "test_nll_elbo": round(scores["nll_elbo"], 2)}
+
+
+def _measure_flow(model: Flow, trainer: Trainer) -> tuple[nn.Module, dict]:
+    """Bits/dim of the 10k test digits, seeded dequantization."""
+    bpd = evaluate_bits_per_dim(model, load_mnist("test").images)
+    return model.cpu(), {"steps": trainer.config.steps, "metric": round(bpd, 4), "metric_name": "test bits/dim",
+                         "half": False}  # fp32: 2.6 MB, and bits/dim is read off exact log-dets
+
+
+def _measure_diffusion(model: Diffusion, trainer: Trainer) -> tuple[nn.Module, dict]:
+    """The EMA model, Diffusion wrapper and all (its config holds the schedule): classifier-IS of 5000 guided
+    DDIM-50 samples, 500 per digit."""
+    ema, device = trainer.ema.eval(), trainer.device
+    y = torch.arange(5000, device=device) % 10
+    x = ddim_sample(ema, ema.schedule, (5000, 1, 28, 28), steps=50, y=y, guidance=2.0, null_label=ema.null_label,
+                    clip_x0=1.0, generator=torch.Generator(device).manual_seed(0), device=device)
+    return ema.cpu(), {"steps": trainer.config.steps, "metric": round(metrics.classifier_score(x), 3),
+                       "metric_name": "classifier-IS, DDIM-50, CFG 2"}
+
+
+COURSE_CHECKPOINTS = {  # name -> (its training data, made from the train split; how the trained model is measured)
+    "vae": (lambda train: BinarizedBatches(train.images), _measure_vae),
+    "flow": (lambda train: train.images, _measure_flow),
+    "diffusion": (lambda train: (train.images, train.labels), _measure_diffusion),
+}
+
+
+def course_checkpoint(name: str) -> tuple[nn.Module, dict]:
+    """Train recipe(name, "gpu") on the full training split and measure it: the (model, info) that
+    `make checkpoints` saves. Seeded with the recipe's seed, on minigen.get_device()."""
+    if name not in COURSE_CHECKPOINTS:
+        raise ValueError(f"no course checkpoint for {name!r}; course checkpoints: {', '.join(COURSE_CHECKPOINTS)}")
+    data, measure = COURSE_CHECKPOINTS[name]
+    r = recipe(name, "gpu")
+    minigen.seed_everything(r.train.seed)
+    model = r.build(minigen.get_device())
+    trainer = Trainer(model, data(load_mnist("train")), r.train).fit()
+    return measure(model, trainer)
