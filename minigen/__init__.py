@@ -51,4 +51,7 @@ def setup(seed: int = 0):
     active, device = profiles.current(), get_device()
     gpu = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
     print(f"minigen {__version__} | torch {torch.__version__} | {active} | device {device}{gpu} | seed {seed}")
+    if device.type == "cpu":
+        from . import threads
+        print(f"CPU: {threads.describe()}")
     return active, device

@@ -1,4 +1,5 @@
-"""Kernel benchmarks: `python -m minigen.bench {attention,norm,all}` (DESIGN section 5).
+"""Kernel benchmarks: `python -m minigen.bench {attention,norm,all}` (DESIGN section 5); `... cpu` is the
+CPU-threads table of minigen/bench_cpu.py.
 
 One table per kernel, every contender measured in the same run on the same tensors, so ratios are fair:
     attention   minigen's Triton kernel vs PyTorch SDPA's default choice and each SDPA backend (flash, efficient,
@@ -496,7 +497,13 @@ def run(which="all", *, device=None, dtype=None, compile=True, record_results=Fa
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m minigen.bench", description=__doc__.splitlines()[0])
+    import sys
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["cpu"]:  # the CPU-threads table (minigen/bench_cpu.py): training steps, not kernels
+        from minigen import bench_cpu
+        return bench_cpu.main(argv[1:])
+    parser = argparse.ArgumentParser(prog="python -m minigen.bench", description=__doc__.splitlines()[0],
+                                     epilog="python -m minigen.bench cpu --help: the CPU-threads table")
     parser.add_argument("which", nargs="?", default="all", choices=("attention", "norm", "all"))
     parser.add_argument("--dtype", default=None, choices=("bf16", "fp16", "fp32"), help="default: bf16 on a GPU")
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile (its compile time is long)")

@@ -38,6 +38,8 @@ from tqdm.auto import tqdm
 
 import minigen
 
+from . import threads
+
 CHECKPOINT_FORMAT = "minigen-checkpoint-v1"
 MAIN = "main"  # the name of a one-player model's only optimizer
 
@@ -233,7 +235,10 @@ class Trainer:
             torch.manual_seed(self.config.seed + self.rank)
             self._seeded = True
         bar = tqdm(total=target, initial=self.step, disable=not self.config.progress or self.rank > 0, leave=False)
+        adapt_threads = self.device.type == "cpu"
         while self.step < target:
+            if adapt_threads:
+                threads.adapt()  # a no-op unless MINIGEN_THREADS=adapt (minigen/threads.py)
             batch = self.sample(self.config.batch_size, self.data_rng)
             terms = self.train_step(_to_device(_shard(batch, self.rank, self.world), self.device))
             if self.step % self.config.log_every == 0 or self.step == self.config.steps:
