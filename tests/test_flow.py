@@ -228,9 +228,9 @@ def test_exercise_checkers_accept_the_reference_and_reject_a_wrong_answer():
         log_s, t = net(y[:, :1]).chunk(2, dim=1)
         return torch.cat([y[:, :1], (y[:, 1:] - t) * torch.exp(-log_s)], dim=1)
 
-    check_affine_coupling(forward, inverse)
-    check_conv1x1_logdet(lambda weight, h, w: h * w * torch.linalg.slogdet(weight)[1])
+    check_affine_coupling(forward, inverse, strict=True)
+    check_conv1x1_logdet(lambda weight, h, w: h * w * torch.linalg.slogdet(weight)[1], strict=True)
     with pytest.raises(AssertionError, match="coupling_inverse"):
-        check_affine_coupling(forward, lambda y, net: y)
+        check_affine_coupling(forward, lambda y, net: y, strict=True)
     with pytest.raises(AssertionError, match="block diagonal"):
-        check_conv1x1_logdet(lambda weight, h, w: torch.linalg.slogdet(weight)[1])
+        check_conv1x1_logdet(lambda weight, h, w: torch.linalg.slogdet(weight)[1], strict=True)

@@ -83,12 +83,12 @@ def test_exercise_checkers_accept_the_solution_and_reject_a_wrong_one():
         x0 = (x_t - (1 - ab_t) ** 0.5 * eps) / ab_t ** 0.5
         return ab_prev ** 0.5 * x0 + (1 - ab_prev) ** 0.5 * eps
 
-    ex.check_q_sample(q_sample)
-    ex.check_ddim_step(ddim_step)
+    ex.check_q_sample(q_sample, strict=True)
+    ex.check_ddim_step(ddim_step, strict=True)
     with pytest.raises(AssertionError, match="q_sample"):
-        ex.check_q_sample(lambda ab, x0, t, noise: q_sample(ab, x0, t, noise) + 0.01)
+        ex.check_q_sample(lambda ab, x0, t, noise: q_sample(ab, x0, t, noise) + 0.01, strict=True)
     with pytest.raises(AssertionError, match="ddim_step"):
-        ex.check_ddim_step(lambda x_t, eps, ab_t, ab_prev: ddim_step(x_t, eps, ab_t, ab_prev) * 1.01)
+        ex.check_ddim_step(lambda x_t, eps, ab_t, ab_prev: ddim_step(x_t, eps, ab_t, ab_prev) * 1.01, strict=True)
 
 
 def test_group_norm_silu_is_the_two_pytorch_ops_on_cpu_and_keeps_the_parameters():

@@ -189,11 +189,13 @@ def test_a_few_training_steps_raise_the_elbo():
 
 
 def test_exercise_checkers_accept_the_reference_and_reject_a_wrong_answer():
-    exercises.check_gaussian_kl(gaussian_kl)
-    exercises.check_reparameterize(reparameterize)
+    exercises.check_gaussian_kl(gaussian_kl, strict=True)
+    exercises.check_reparameterize(reparameterize, strict=True)
     with pytest.raises(AssertionError, match="gaussian_kl"):
-        exercises.check_gaussian_kl(lambda mq, lq, mp, lp: 0.5 * ((mq - mp) ** 2).sum(-1))
+        exercises.check_gaussian_kl(lambda mq, lq, mp, lp: 0.5 * ((mq - mp) ** 2).sum(-1), strict=True)
     with pytest.raises(AssertionError, match="reparameterize"):
-        exercises.check_reparameterize(lambda mu, logvar: mu + logvar.exp() * torch.randn_like(mu))  # var, not sd
+        exercises.check_reparameterize(lambda mu, logvar: mu + logvar.exp() * torch.randn_like(mu),  # var, not sd
+                                       strict=True)
     with pytest.raises(AssertionError, match="gradient"):
-        exercises.check_reparameterize(lambda mu, logvar: (mu + (logvar / 2).exp() * torch.randn_like(mu)).detach())
+        exercises.check_reparameterize(lambda mu, logvar: (mu + (logvar / 2).exp() * torch.randn_like(mu)).detach(),
+                                       strict=True)

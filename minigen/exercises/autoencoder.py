@@ -7,9 +7,10 @@ import torch
 
 from minigen.models.mae import num_kept, patchify, unpatchify
 
-from ._check import assert_close
+from ._check import assert_close, checker, solution_for
 
 
+@checker("autoencoder.unpatchify")
 def check_unpatchify(fn) -> None:
     """Compare with minigen.models.mae.unpatchify on odd sizes, several channels and non-square grids."""
     g = torch.Generator().manual_seed(0)
@@ -24,6 +25,7 @@ def check_unpatchify(fn) -> None:
     print("check_unpatchify: all cases pass")
 
 
+@checker("autoencoder.random_mask")
 def check_random_mask(fn) -> None:
     """Exact count per row, a fresh mask per sample, every position equally likely, generator respected."""
     for B, N, ratio in [(512, 49, 0.75), (256, 16, 0.75), (256, 64, 0.5), (128, 10, 0.3)]:
@@ -49,3 +51,25 @@ def check_random_mask(fn) -> None:
         if not torch.equal(mask, again):
             raise AssertionError("the same generator seed gave a different mask; pass `generator=` to torch.rand")
     print("check_random_mask: exact counts, fresh masks per sample, uniform positions: correct")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Solutions: printed by minigen.exercises.solution("autoencoder.<name>"); tests/test_exercises.py checks them
+# ----------------------------------------------------------------------------------------------------
+
+@solution_for("autoencoder.unpatchify")
+def my_unpatchify(patches, p, h, w):
+    B, N, P = patches.shape
+    C = P // (p * p)
+    x = patches.reshape(B, h, w, p, p, C)        # (B, h, w, p, p, C)
+    x = x.permute(0, 5, 1, 3, 2, 4)              # (B, C, h, p, w, p)
+    return x.reshape(B, C, h * p, w * p)         # (B, C, h*p, w*p)
+
+
+@solution_for("autoencoder.random_mask")
+def my_random_mask(B, N, mask_ratio, generator):
+    keep = round(N * (1 - mask_ratio))
+    order = torch.rand(B, N, generator=generator).argsort(dim=1)    # (B, N) a random permutation per row
+    mask = torch.ones(B, N)
+    mask.scatter_(1, order[:, :keep], 0.0)                          # the first `keep` of each permutation stay visible
+    return mask

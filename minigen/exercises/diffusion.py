@@ -5,11 +5,13 @@
 
 Both are compared with minigen.diffusion on fixed inputs (several timesteps, image-shaped tensors).
 """
+import math
+
 import torch
 
 from minigen import diffusion as D
 
-from ._check import assert_close
+from ._check import assert_close, checker, solution_for
 
 
 def _inputs(seed: int = 0):
@@ -21,6 +23,7 @@ def _inputs(seed: int = 0):
     return schedule, x0, noise, t
 
 
+@checker("diffusion.q_sample")
 def check_q_sample(fn) -> None:
     """fn(alphas_cumprod (num_steps,) float64, x0 (B, ...), t (B,) long, noise like x0) -> x_t like x0."""
     schedule, x0, noise, t = _inputs()
@@ -30,6 +33,7 @@ def check_q_sample(fn) -> None:
                       "so it broadcasts over each image, and cast to x0's dtype")
 
 
+@checker("diffusion.ddim_step")
 def check_ddim_step(fn) -> None:
     """fn(x_t, eps, ab_t, ab_prev) -> x_prev for eta = 0, with ab_* Python floats (ab_prev = 1 at the end)."""
     schedule, x0, noise, _ = _inputs(1)
@@ -42,3 +46,19 @@ def check_ddim_step(fn) -> None:
         assert_close(f"ddim_step t={t}->{t_prev}", fn(x_t, eps, ab_t, ab_prev), expected, atol=1e-4, rtol=1e-4,
                      hint="predict x0 = (x_t - sqrt(1 - ab_t) eps) / sqrt(ab_t), then "
                           "x_prev = sqrt(ab_prev) x0 + sqrt(1 - ab_prev) eps")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Solutions: printed by minigen.exercises.solution("diffusion.<name>"); tests/test_exercises.py checks them
+# ----------------------------------------------------------------------------------------------------
+
+@solution_for("diffusion.q_sample")
+def my_q_sample(alphas_cumprod, x0, t, noise):
+    ab = alphas_cumprod[t].to(x0.dtype).reshape(-1, *[1] * (x0.dim() - 1))   # (B, 1, 1, 1)
+    return ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+
+
+@solution_for("diffusion.ddim_step")
+def my_ddim_step(x_t, eps, ab_t, ab_prev):
+    x0_hat = (x_t - math.sqrt(1 - ab_t) * eps) / math.sqrt(ab_t)
+    return math.sqrt(ab_prev) * x0_hat + math.sqrt(1 - ab_prev) * eps

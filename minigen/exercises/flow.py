@@ -10,7 +10,7 @@ Exercise 2: the log-determinant of Glow's invertible 1x1 convolution.
 import torch
 from torch import nn
 
-from ._check import assert_close
+from ._check import assert_close, checker, solution_for
 
 
 def _net() -> nn.Module:
@@ -23,6 +23,7 @@ def _reference_forward(x, net):
     return torch.cat([x[:, :1], x[:, 1:] * log_s.exp() + t], dim=1), log_s.squeeze(1)
 
 
+@checker("flow.affine_coupling")
 def check_affine_coupling(coupling_forward, coupling_inverse) -> None:
     """Compare the student's coupling with the reference; also check inverse(forward(x)) == x and the log-det
     against a brute-force Jacobian determinant."""
@@ -50,6 +51,7 @@ def reference_conv1x1_logdet(weight: torch.Tensor, height: int, width: int) -> t
     return height * width * torch.linalg.slogdet(weight)[1]
 
 
+@checker("flow.conv1x1_logdet")
 def check_conv1x1_logdet(conv1x1_logdet) -> None:
     """The student's formula against the brute-force log|det| of the full (C H W) x (C H W) Jacobian."""
     g = torch.Generator().manual_seed(1)
@@ -67,3 +69,24 @@ def check_conv1x1_logdet(conv1x1_logdet) -> None:
     assert_close("conv1x1_logdet", got.reshape(()), brute, atol=1e-8,
                  hint="the same C x C matrix acts on every one of the H*W pixels: the Jacobian is block diagonal")
     assert_close("conv1x1_logdet (formula)", got.reshape(()), reference_conv1x1_logdet(weight, h, w), atol=1e-8)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Solutions: printed by minigen.exercises.solution("flow.<name>"); tests/test_exercises.py checks them
+# ----------------------------------------------------------------------------------------------------
+
+@solution_for("flow.affine_coupling")
+def coupling_forward(x, net):
+    log_s, t = net(x[:, :1]).chunk(2, dim=1)
+    return torch.cat([x[:, :1], x[:, 1:] * log_s.exp() + t], dim=1), log_s.squeeze(1)
+
+
+@solution_for("flow.affine_coupling")
+def coupling_inverse(y, net):
+    log_s, t = net(y[:, :1]).chunk(2, dim=1)
+    return torch.cat([y[:, :1], (y[:, 1:] - t) * torch.exp(-log_s)], dim=1)
+
+
+@solution_for("flow.conv1x1_logdet")
+def conv1x1_logdet(weight, height, width):
+    return height * width * torch.linalg.slogdet(weight)[1]

@@ -4,11 +4,12 @@
     check_modulate_traffic(my_modulate_traffic)  bytes moved by adaLN's LN * (1 + scale) + shift, eager vs fused
     check_stride_align(my_stride_align)          what the compiler may assume about a tensor's strides
 
-Each runs your function on fixed cases, prints "correct" or raises AssertionError with a hint.
+Each runs your function on fixed cases and prints "correct", or what is wrong with a hint (never stopping the notebook);
+`minigen.exercises.solution("<topic>.<name>")` prints a solution.
 """
 import torch
 
-from ._check import assert_close
+from ._check import assert_close, checker, solution_for
 
 
 def _partial(q, k, v, scale):
@@ -20,6 +21,7 @@ def _partial(q, k, v, scale):
     return m, p.sum(dim=-1), p @ v  # (N,), (N,), (N, D)
 
 
+@checker("kernels.merge_partials")
 def check_merge_partials(fn) -> None:
     """fn(m_a, l_a, acc_a, m_b, l_b, acc_b) -> (m, l, acc): the state of both key blocks together, so that acc / l
     is attention over all keys. One block's scores are far larger than the other's, so forgetting to rescale
@@ -39,6 +41,7 @@ def check_merge_partials(fn) -> None:
                  torch.softmax(q @ k.T * scale, dim=-1) @ v)
 
 
+@checker("kernels.modulate_traffic")
 def check_modulate_traffic(fn) -> None:
     """fn(B, N, C, bytes_per) -> (eager, fused): bytes of HBM traffic for y = LN(x) * (1 + scale) + shift on x of
     shape (B, N, C), counting full-size tensors only (the (B, C) vectors are tiny). Eager PyTorch runs layer_norm,
@@ -52,6 +55,7 @@ def check_modulate_traffic(fn) -> None:
     print("modulate traffic: correct")
 
 
+@checker("kernels.stride_align")
 def check_stride_align(fn) -> None:
     """fn(shape, strides) -> int: for a (B, H, N, D) tensor, the largest power of two up to 16 that divides the batch,
     head and row strides, ignoring a dimension of size 1 (its stride never reaches an address). Checked against
@@ -74,3 +78,31 @@ def check_stride_align(fn) -> None:
                                  "halve while some counted stride is not a multiple; skip size-1 dimensions and "
                                  "the head-dim stride")
     print("stride alignment: correct")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Solutions: printed by minigen.exercises.solution("kernels.<name>"); tests/test_exercises.py checks them
+# ----------------------------------------------------------------------------------------------------
+
+@solution_for("kernels.merge_partials")
+def my_merge_partials(m_a, l_a, acc_a, m_b, l_b, acc_b):
+    m = torch.maximum(m_a, m_b)                      # the common max, per row
+    wa, wb = torch.exp(m_a - m), torch.exp(m_b - m)  # how much each block's terms were overstated
+    return m, l_a * wa + l_b * wb, acc_a * wa[:, None] + acc_b * wb[:, None]
+
+
+@solution_for("kernels.modulate_traffic")
+def my_modulate_traffic(B, N, C, bytes_per):
+    full = B * N * C * bytes_per  # one full-size tensor
+    return 3 * 2 * full, 2 * full
+
+
+@solution_for("kernels.stride_align")
+def my_stride_align(shape, strides):
+    align = 16
+    for size, stride in zip(shape[:3], strides[:3]):  # batch, head, row
+        if size == 1:
+            continue  # never reaches an address
+        while stride % align:
+            align //= 2
+    return align

@@ -8,9 +8,10 @@ The references are minigen.models.vae.gaussian_kl and reparameterize.
 """
 import torch
 
-from ._check import assert_close
+from ._check import assert_close, checker, solution_for
 
 
+@checker("vae.gaussian_kl")
 def check_gaussian_kl(fn) -> None:
     """fn(mu_q, logvar_q, mu_p, logvar_p) must return KL(q || p) summed over the last dimension."""
     from minigen.models.vae import gaussian_kl
@@ -25,6 +26,7 @@ def check_gaussian_kl(fn) -> None:
     assert_close("gaussian_kl(q, q)", zero, torch.zeros(6), atol=1e-5, hint="KL of a distribution to itself is 0.")
 
 
+@checker("vae.reparameterize")
 def check_reparameterize(fn, n: int = 100_000) -> None:
     """fn(mu, logvar) must return mu + exp(logvar / 2) * eps, eps ~ N(0, I), with gradients to mu and logvar."""
     mu0 = torch.tensor([1.0, -2.0, 0.5])
@@ -47,3 +49,18 @@ def check_reparameterize(fn, n: int = 100_000) -> None:
     # standard errors with n = 1e5: mean <= 2 / 316 = 0.006, variance ~0.45 % relative, so these bounds are ~5 sigma
     assert_close("reparameterize: sample mean", z.mean(0), mu0, atol=0.03, rtol=0.0, hint=hint)
     assert_close("reparameterize: sample variance", z.var(0), var0, atol=0.0, rtol=0.03, hint=hint)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Solutions: printed by minigen.exercises.solution("vae.<name>"); tests/test_exercises.py checks them
+# ----------------------------------------------------------------------------------------------------
+
+@solution_for("vae.gaussian_kl")
+def my_gaussian_kl(mu_q, logvar_q, mu_p, logvar_p):
+    per_dim = logvar_p - logvar_q + (logvar_q.exp() + (mu_q - mu_p) ** 2) / logvar_p.exp() - 1
+    return 0.5 * per_dim.sum(dim=-1)
+
+
+@solution_for("vae.reparameterize")
+def my_reparameterize(mu, logvar):
+    return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
