@@ -81,6 +81,7 @@ def test_results_needs_no_posix_only_module():
                                     "minigen.kernels.compile_check", "minigen.bench", "minigen.exercises.kernels",
                                     "minigen.nn", "minigen.diffusion", "minigen.metrics", "minigen.patches",
                                     "minigen.models.autoencoder", "minigen.models.mae", "minigen.models.vae",
-                                    "minigen.models.flow", "minigen.models.unet", "minigen.recipes"])
+                                    "minigen.models.flow", "minigen.models.unet", "minigen.models.dit",
+                                    "minigen.recipes", "minigen.threads", "minigen.bench_cpu"])
 def test_module_imports_alone(module):
     subprocess.run([sys.executable, "-c", f"import {module}"], check=True, cwd=ROOT)

@@ -1,0 +1,174 @@
+"""Diffusion Transformer (DiT): a plain transformer on patches of a (latent) image, conditioned by adaLN-Zero.
+
+Peebles & Xie, "Scalable Diffusion Models with Transformers", ICCV 2023, arXiv 2212.09748; this file follows the
+shape of their reference `models.py` (embedders, blocks, final layer, one init function), on `minigen.nn` blocks.
+
+    x (B, C, h, w) --patchify p--> (B, N, p*p*C)   N = (h/p)(w/p) tokens, row-major (minigen.patches)
+                   --Linear-->     (B, N, dim)   + fixed 2-D sine-cosine positions
+    c = TimestepEmbedder(t) [+ LabelEmbedder(y)]   (B, dim): the conditioning vector of every block
+    depth x TransformerBlock(dim, heads, cond_dim=dim)     adaLN-Zero: each block starts as the identity
+    final layer: LN modulated by c -> Linear(dim, p*p*C)   zero at init: the untrained model predicts 0
+    unpatchify -> (B, C, h, w)                     the prediction (noise for DDPM/DDIM, velocity for flow matching)
+
+The model is any denoiser `model(x_t, t, y=None)` that `minigen.diffusion` trains and samples, like the U-Net.
+t is a (B,) tensor of timesteps: integer steps 0..num_steps-1, or continuous times scaled the same way (flow
+matching passes 1000 t). Labels y use `num_classes` as the null label (classifier-free guidance).
+
+    model = DiT(DIT_PRESETS["DiT-S/2"])        # 4 x 8 x 8 latents, 16 tokens of 2x2 patches
+    eps = model(x_t, t, y)                     # (B, 4, 8, 8)
+"""
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..nn import LN_EPS, LabelEmbedder, TimestepEmbedder, TransformerBlock, init_transformer, modulate
+from ..patches import patchify, unpatchify
+
+
+@dataclass
+class DiTConfig:
+    in_channels: int = 4            # a KL autoencoder's latent channels (latent diffusion's 4)
+    input_size: int = 8             # latent side: 28x28 digits padded to 32x32 and encoded 4x smaller
+    patch_size: int = 2             # DiT's best trade-off: /2 doubles the tokens of /4, and FID improves with them
+    dim: int = 192                  # token width
+    depth: int = 6                  # blocks
+    heads: int = 3                  # 64-d heads, as every DiT preset
+    mlp_ratio: float = 4.0          # the usual transformer MLP width
+    num_classes: int | None = 10    # digits; label num_classes is the null label; None: unconditional
+
+    def __post_init__(self):
+        if self.input_size % self.patch_size:
+            raise ValueError(f"DiTConfig: patch_size {self.patch_size} must divide input_size {self.input_size}")
+        if self.dim % self.heads:
+            raise ValueError(f"DiTConfig: dim {self.dim} is not divisible by {self.heads} heads")
+        if self.dim % 4:
+            raise ValueError(f"DiTConfig: dim {self.dim} must be divisible by 4 (2-D sine-cosine positions)")
+
+    @property
+    def num_tokens(self) -> int:
+        return (self.input_size // self.patch_size) ** 2
+
+
+# Presets by size, named as DiT names its own (S, B, ... / patch size), scaled to the course: the paper's DiT-S is
+# 384 wide and 12 deep, trained for days; these train on MNIST-sized latents in minutes (T, S) to an hour (B).
+DIT_PRESETS = {
+    "DiT-T/2": DiTConfig(dim=96, depth=4, heads=3),     # tiny: the ci profile and the notebook's from-scratch check
+    "DiT-S/2": DiTConfig(dim=192, depth=6, heads=3),    # small: minutes on a laptop CPU
+    "DiT-S/4": DiTConfig(dim=192, depth=6, heads=3, patch_size=4),  # 4x fewer tokens: the cheaper, blurrier twin
+    "DiT-B/2": DiTConfig(dim=384, depth=8, heads=6),    # base: the gpu profile
+}
+
+
+def sincos_positions(dim: int, h: int, w: int) -> torch.Tensor:
+    """Fixed 2-D sine-cosine positions (MAE's and DiT's `get_2d_sincos_pos_embed`): (h*w, dim), row-major like the
+    tokens; the first half of the channels encodes the column, the second half the row (the reference's order),
+    each as sin then cos at geometric frequencies (the Transformer's 1-D code)."""
+    quarter = dim // 4
+    freqs = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float64) / quarter)          # (dim/4,)
+    rows, cols = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64),
+                                indexing="ij")                                            # (h, w) each
+
+    def code(pos):                                                                         # (h*w,) -> (h*w, dim/2)
+        angles = pos.reshape(-1, 1) * freqs[None]                                          # (h*w, dim/4)
+        return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+    return torch.cat([code(cols), code(rows)], dim=1).float()                              # (h*w, dim)
+
+
+class FinalLayer(nn.Module):
+    """LN(x) * (1 + scale(c)) + shift(c), then a linear map to each patch's pixels (DiT's final layer)."""
+
+    def __init__(self, dim: int, out_features: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim, eps=LN_EPS, elementwise_affine=False)
+        self.adaln = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
+        self.linear = nn.Linear(dim, out_features)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        shift, scale = self.adaln(c).chunk(2, dim=1)                                       # 2 x (B, dim)
+        return self.linear(modulate(self.norm(x), shift, scale))                           # (B, N, p*p*C)
+
+
+class DiT(nn.Module):
+    """prediction = DiT(x_t, t, y): patchify, embed, adaLN-Zero transformer blocks, final layer, unpatchify."""
+
+    def __init__(self, config: DiTConfig = DiTConfig()):
+        super().__init__()
+        self.config = c = config
+        p, side = c.patch_size, c.input_size // c.patch_size
+        self.embed = nn.Linear(p * p * c.in_channels, c.dim)                               # a patch -> a token
+        self.register_buffer("pos", sincos_positions(c.dim, side, side)[None], persistent=False)  # (1, N, dim)
+        self.t_embed = TimestepEmbedder(c.dim)
+        self.y_embed = LabelEmbedder(c.num_classes, c.dim) if c.num_classes else None
+        self.blocks = nn.ModuleList(TransformerBlock(c.dim, c.heads, c.mlp_ratio, cond_dim=c.dim)
+                                    for _ in range(c.depth))
+        self.final = FinalLayer(c.dim, p * p * c.in_channels)
+        init_weights(self)
+
+    def _check(self, x: torch.Tensor, t: torch.Tensor) -> None:
+        c = self.config
+        want = (c.in_channels, c.input_size, c.input_size)
+        if not torch.is_tensor(x) or x.ndim != 4 or tuple(x.shape[1:]) != want:
+            shape = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
+            raise ValueError(f"DiT expects inputs of shape (B, {', '.join(map(str, want))}), got {shape}")
+        if not torch.is_tensor(t) or t.shape != (x.shape[0],):
+            shape = tuple(t.shape) if torch.is_tensor(t) else type(t).__name__
+            raise ValueError(f"DiT expects timesteps of shape (B,) = ({x.shape[0]},), got {shape}")
+
+    def condition(self, t: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        """The conditioning vector c (B, dim): timestep embedding plus label embedding (null label if y is None)."""
+        c = self.t_embed(t)                                                                 # (B, dim)
+        if self.y_embed is not None:
+            if y is None:
+                y = torch.full((t.shape[0],), self.y_embed.null, dtype=torch.long, device=t.device)
+            c = c + self.y_embed(y)
+        elif y is not None:
+            raise ValueError("this DiT was built with num_classes=None; it takes no labels")
+        return c
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        self._check(x, t)
+        cfg = self.config
+        h = self.embed(patchify(x, cfg.patch_size)) + self.pos                             # (B, N, dim)
+        c = self.condition(t, y)                                                            # (B, dim)
+        for block in self.blocks:
+            h = block(h, c)                                                                 # (B, N, dim)
+        out = self.final(h, c)                                                              # (B, N, p*p*C)
+        return unpatchify(out, cfg.patch_size, cfg.in_channels, cfg.input_size, cfg.input_size)  # (B, C, h, w)
+
+
+def init_weights(model: DiT) -> None:
+    """As DiT's `initialize_weights`: the transformer init of minigen.nn for every linear layer (Xavier-uniform,
+    zero biases; every block's adaLN modulation at zero, so each block starts as the identity: adaLN-Zero, the
+    best of the paper's conditioning schemes); the patch embedding Xavier-uniform like a linear layer; label and
+    timestep embeddings N(0, 0.02^2), small beside the tokens; and the final layer's modulation and output at zero,
+    so the untrained model predicts exactly 0 (the mean of the noise it must predict) and training starts from a
+    loss of 1 per element instead of a random function's."""
+    init_transformer(model)
+    if model.y_embed is not None:
+        nn.init.normal_(model.y_embed.table.weight, std=0.02)
+    for layer in (model.t_embed.mlp[0], model.t_embed.mlp[2]):
+        nn.init.normal_(layer.weight, std=0.02)
+    for layer in (model.final.adaln[-1], model.final.linear):
+        nn.init.zeros_(layer.weight)
+        nn.init.zeros_(layer.bias)
+
+
+def num_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def flops_per_forward(config: DiTConfig) -> float:
+    """2 x the multiply-adds of one forward on one sample, counted as DiT's Gflops column does (linear layers and
+    the two attention products; norms and activations ignored). Per block: qkv + output projection 4 dim^2 and the
+    MLP 2 ratio dim^2 per token, QK^T and PV 2 N dim per token, the adaLN vector 6 dim^2 per sample."""
+    c, n = config, config.num_tokens
+    per_block = 2 * n * (4 + 2 * c.mlp_ratio) * c.dim ** 2 + 4 * n * n * c.dim   # projections, MLP, QK^T, PV
+    adaln = 2 * 6 * c.dim ** 2                                                   # one modulation vector per sample
+    io = 2 * 2 * n * c.dim * c.patch_size ** 2 * c.in_channels                  # patch embedding + final linear
+    return float(c.depth * (per_block + adaln) + io)
+
+
+__all__ = ["DiT", "DiTConfig", "DIT_PRESETS", "FinalLayer", "sincos_positions", "init_weights", "num_parameters",
+           "flops_per_forward"]
