@@ -99,8 +99,56 @@ def _locked(lock: Path, timeout: float = 60.0, stale: float = 300.0):
             lock.unlink()
 
 
+# The course's generators on one yardstick (notebook 00's FD on classifier features, beside the real-vs-real floor
+# at the same n), read from the recorded rows: (family, notebook, FD metric, likelihood metric or None). A metric
+# matches exactly, or as a prefix (its k or n may follow in the name).
+FAMILIES = [
+    ("autoencoder + fitted Gaussian", "01_autoencoder", "FD of AE decodes, z ~ fitted Gaussian", None),
+    ("VAE", "02_vae", "FD of samples", "test NLL bound, IWAE"),
+    ("normalizing flow, T = 1", "03_flow", "FD of samples, T = 1.0", "test bits/dim"),
+    ("diffusion, DDIM-25 + guidance", "04_diffusion", "FD at the lowest-FD guidance scale", None),
+]
+
+
+def _find(rows, notebook, metric, profile):
+    if metric is None:
+        return None
+    hits = [r for r in rows if r["notebook"] == notebook and r["profile"] == profile]
+    exact = [r for r in hits if r["metric"] == metric]
+    return (exact or [r for r in hits if r["metric"].startswith(metric)] or [None])[0]
+
+
+def family_table(rows: list[dict] | None = None) -> str:
+    """A markdown table, one row per model family and profile measured: FD at n beside the floor, the likelihood
+    where the family has one, and the notebook's whole wall time, with the machine and date of the FD."""
+    import re
+
+    if rows is None:
+        path = results_path()
+        rows = json.loads(path.read_text()) if path.exists() else []
+    lines = ["| family | profile | FD | floor | n | likelihood | notebook wall time | machine, date |",
+             "|---|---|---|---|---|---|---|---|"]
+    for family, notebook, fd_metric, like_metric in FAMILIES:
+        for profile in ("cpu", "gpu"):  # the ci profile's smoke-test numbers measure nothing
+            fd = _find(rows, notebook, fd_metric, profile)
+            if fd is None:
+                continue
+            n = re.search(r"\(n=(\d+)\)", fd["metric"])
+            n = int(n.group(1)) if n else profiles.PROFILES[profile].n_eval
+            like = _find(rows, notebook, like_metric, profile)
+            like = "" if like is None else f"{like['value']:.4g} {like['unit']} ({like['metric']})"
+            wall = _find(rows, notebook, "wall time, whole notebook", profile)
+            wall = "" if wall is None else f"{wall['value']:.4g} {wall['unit']}"
+            floor = "" if fd["baseline"] is None else f"{fd['baseline']:.4g}"
+            lines.append(f"| {family} ({notebook[:2]}) | {profile} | {fd['value']:.4g} | {floor} | {n} | {like} | "
+                         f"{wall} | {fd['machine']}, {fd['date']} |")
+    return "\n".join(lines)
+
+
 def render(rows: list[dict]) -> str:
-    lines = [HEADER]
+    lines = [HEADER, "\n## Across the course: every generator on one yardstick\n",
+             "FD to real test digits on the metric classifier's features (lower is better; the floor is real vs real "
+             "at the same n). Rows with different n are not comparable: FD falls as n grows.\n", family_table(rows)]
     for notebook in sorted({r["notebook"] for r in rows}):
         lines += [f"\n## {notebook}\n", "| metric | profile | value | baseline | machine | date |",
                   "|---|---|---|---|---|---|"]
