@@ -39,8 +39,8 @@ def worker(model: str, batch: int, warmup: int, steps: int, forever: bool = Fals
     x = torch.rand(batch, 1, 28, 28) * 2 - 1
     data = x if model == "autoencoder" else (x, torch.arange(batch) % 10)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
-    times, began = [], time.perf_counter()
-    warm_until = began + WARM_SECONDS  # past threads.INTERVAL, so MINIGEN_THREADS=adapt has had its first look
+    times, step = [], 0
+    warm_until = time.perf_counter() + WARM_SECONDS  # past threads.INTERVAL: MINIGEN_THREADS=adapt has looked once
     while forever or len(times) < steps:
         threads.adapt()  # as minigen.train does: a no-op unless MINIGEN_THREADS=adapt
         start = time.perf_counter()
@@ -48,9 +48,8 @@ def worker(model: str, batch: int, warmup: int, steps: int, forever: bool = Fals
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if warmup > 0 or start < warm_until:
-            warmup -= 1
-        else:
+        step += 1
+        if step > warmup and start >= warm_until:
             times.append(time.perf_counter() - start)
     print(json.dumps({"ms": 1000 * statistics.median(times), "threads": torch.get_num_threads()}))
 

@@ -195,6 +195,17 @@ class DiffusionConfig:
             raise ValueError(f"p_uncond must be a probability in [0, 1], got {self.p_uncond}")
 
 
+def drop_labels(y: torch.Tensor | None, num_classes: int | None, p_uncond: float) -> torch.Tensor | None:
+    """Labels for a training step with classifier-free guidance: each replaced by the null label `num_classes` with
+    probability p_uncond; None for an unconditional model (num_classes None), whatever the batch carries."""
+    if num_classes is None:
+        return None
+    if y is not None and p_uncond > 0:
+        drop = torch.rand(y.shape, device=y.device) < p_uncond
+        y = torch.where(drop, torch.full_like(y, num_classes), y)
+    return y
+
+
 class Diffusion(nn.Module):
     """Wrap a denoiser `model(x_t, t, y=None) -> eps` with a schedule so `minigen.train` can fit it.
 
@@ -236,11 +247,7 @@ class Diffusion(nn.Module):
 
     def loss(self, batch) -> dict:
         x0, y = (batch if isinstance(batch, (tuple, list)) else (batch, None))[:2]
-        if y is not None and self.num_classes is not None and self.p_uncond > 0:
-            drop = torch.rand(y.shape, device=y.device) < self.p_uncond
-            y = torch.where(drop, torch.full_like(y, self.num_classes), y)
-        elif self.num_classes is None:
-            y = None
+        y = drop_labels(y, self.num_classes, self.p_uncond)
         t = torch.randint(0, self.schedule.num_steps, (x0.shape[0],), device=x0.device)
         noise = torch.randn_like(x0)
         eps = self.model(q_sample(self.schedule, x0, t, noise), t, y=y)
@@ -520,11 +527,7 @@ class FlowMatching(nn.Module):
     def loss(self, batch) -> dict:
         x0, y = (batch if isinstance(batch, (tuple, list)) else (batch, None))[:2]
         c = self.config
-        if y is not None and c.num_classes is not None and c.p_uncond > 0:
-            drop = torch.rand(y.shape, device=y.device) < c.p_uncond
-            y = torch.where(drop, torch.full_like(y, c.num_classes), y)
-        elif c.num_classes is None:
-            y = None
+        y = drop_labels(y, c.num_classes, c.p_uncond)
         t = fm_sample_t(x0.shape[0], c.t_sampling, c.loc, c.scale, device=x0.device)
         noise = torch.randn_like(x0)
         v = self(fm_interpolate(x0, noise, t), t, y=y)

@@ -11,6 +11,7 @@ import json
 import math
 import os
 import platform
+import re
 import time
 from pathlib import Path
 
@@ -121,8 +122,6 @@ def _find(rows, notebook, metric, profile):
 def family_table(rows: list[dict] | None = None) -> str:
     """A markdown table, one row per model family and profile measured: FD at n beside the floor, the likelihood
     where the family has one, and the notebook's whole wall time, with the machine and date of the FD."""
-    import re
-
     if rows is None:
         path = results_path()
         rows = json.loads(path.read_text()) if path.exists() else []

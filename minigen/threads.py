@@ -36,7 +36,7 @@ import time
 INTERVAL = 2.0    # seconds between looks: a look costs ~50 us; a change of load is followed within 2 s
 MIN_SHARE = 0.5   # another process counts as a busy core from half a core's use (a browser's idle tab does not)
 
-_state = {"next": 0.0, "last": None, "ours": None, "max": None, "off": None, "line": None}
+_state = {"next": 0.0, "last": None, "ours": None, "max": None, "off": None}
 
 
 def _disabled_reason() -> str | None:
@@ -89,7 +89,6 @@ def adapt(now: float | None = None) -> int:
         if wanted != _state["ours"]:
             torch.set_num_threads(wanted)
             _state["ours"] = wanted
-        _state["line"] = f"{wanted} of {_state['max']} threads (other programs kept {others:.1f} cores busy)"
     return _state["ours"]
 
 

@@ -16,8 +16,7 @@ HAS_PROC = os.path.exists("/proc/stat")
 def fresh(monkeypatch):
     """A clean threads state and torch's thread count restored afterwards."""
     before = torch.get_num_threads()
-    monkeypatch.setattr(threads, "_state", {"next": 0.0, "last": None, "ours": None, "max": None, "off": None,
-                                            "line": None})
+    monkeypatch.setattr(threads, "_state", {"next": 0.0, "last": None, "ours": None, "max": None, "off": None})
     for key in ("MINIGEN_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         monkeypatch.delenv(key, raising=False)
     yield monkeypatch
