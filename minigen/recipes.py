@@ -178,9 +178,10 @@ class BinarizedBatches:
 # ----------------------------------------------------------------------------------------------------
 
 def _measure_vae(model: VAE, trainer: Trainer) -> tuple[nn.Module, dict]:
-    """Held-out bounds on the fixed binarization of the 10k test digits, IWAE with k = 500."""
-    scores = evaluate_vae(model, binarize(load_mnist("test").images, seed=0), k=500)
-    return model.eval().cpu(), {"steps": trainer.config.steps, "test_nll_iwae_k500": round(scores["nll_iwae"], 2),
+    """Held-out bounds on the fixed binarization of the 10k test digits, IWAE with k = 1000 (Burda et al.'s
+    k = 5000 moves the bound by a few tenths of a nat at this size; k = 1000 keeps the CPU build within an hour)."""
+    scores = evaluate_vae(model, binarize(load_mnist("test").images, seed=0), k=1000)
+    return model.eval().cpu(), {"steps": trainer.config.steps, "test_nll_iwae_k1000": round(scores["nll_iwae"], 2),
                                 "test_nll_elbo": round(scores["nll_elbo"], 2)}
 
 

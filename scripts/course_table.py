@@ -3,6 +3,12 @@
     python scripts/course_table.py time --profile ci     # run every notebook, record its wall time
     python scripts/course_table.py time --profile cpu --inplace 00 03   # re-run these in place (make execute)
     python scripts/course_table.py readme                # rewrite the table in README.md
+    python scripts/course_table.py repo URL              # point the course at a fork: pyproject, cells, badges
+
+The course's repository address lives in one place, pyproject.toml's [project.urls] Repository. `repo URL`
+writes it there and re-renders from it the first code cell of every notebook (the setup cell, which clones
+the address on Colab) and the README's Colab badges; tests/test_colab.py checks that all three agree and runs
+the setup cell as Colab would, against a local clone.
 
 `time` executes each notebook with nbclient under the given profile (outputs are discarded, the committed
 notebook is untouched) and records "wall time" for it in docs/results.json with this machine's name.
@@ -12,8 +18,10 @@ one-line summaries below, and the recorded times.
 import argparse
 import json
 import os
+import re
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,7 +30,6 @@ sys.path.insert(0, str(ROOT))
 from minigen.results import record, results_path  # noqa: E402
 
 MARK = "<!-- notebook-table -->"
-COLAB = "https://colab.research.google.com/github/minigen-course/minigen/blob/main/notebooks/"
 BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
 BUILDS = {
     "00": "images and videos as tensors; patchify and tubelets (ViT, ViViT); the cost of attention on a minute "
@@ -37,6 +44,58 @@ BUILDS = {
     "07": "online softmax on tiles; a FlashAttention-2 kernel (forward and backward) and fused norms in Triton; "
           "the benchmark against PyTorch",
 }
+
+
+SETUP_CELL = """\
+import os, sys
+if "google.colab" in sys.modules:  # on Colab: fetch the course and install minigen (Colab keeps its own torch)
+    repo = os.environ.get("MINIGEN_REPO", "{repo}")  # a fork: README, "Colab"
+    course_dir = os.environ.get("MINIGEN_HOME", "/content/minigen")
+    if not os.path.isdir(course_dir):
+        !git clone -q --depth 1 {{repo}} {{course_dir}}
+    %pip install -q -e {{course_dir}}
+    sys.path.insert(0, course_dir)
+import minigen
+P, device = minigen.setup(seed=0)"""
+
+
+def repository() -> str:
+    """The course's repository address: pyproject.toml's [project.urls] Repository, its one home."""
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]["Repository"]
+
+
+def setup_cell(repo: str | None = None) -> str:
+    """The source of every notebook's first code cell, cloning `repo` (default: repository()) on Colab."""
+    return SETUP_CELL.format(repo=repo or repository())
+
+
+def colab_prefix(repo: str | None = None) -> str | None:
+    """Colab's address for the notebooks of a GitHub repository (Colab opens GitHub notebooks only)."""
+    found = re.fullmatch(r"https://github\.com/([^/]+)/([^/]+?)(?:\.git)?/?", repo or repository())
+    return found and f"https://colab.research.google.com/github/{found[1]}/{found[2]}/blob/main/notebooks/"
+
+
+def rewrite_setup_cells() -> None:
+    """Make every notebook's first code cell setup_cell(), keeping its outputs."""
+    for path in notebooks():
+        nb = json.loads(path.read_text())
+        cell = next(c for c in nb["cells"] if c["cell_type"] == "code")
+        cell["source"] = setup_cell().splitlines(keepends=True)
+        path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+
+
+def set_repository(url: str) -> None:
+    """Point the course at `url`: pyproject.toml, then the setup cells and the README's badges."""
+    if not re.fullmatch(r"(https://|git@|file://)\S+", url):
+        raise SystemExit(f"not a repository address: {url!r} (expected https://github.com/you/minigen)")
+    path = ROOT / "pyproject.toml"
+    text, count = re.subn(r'(?m)^Repository = ".*"$', f'Repository = "{url}"', path.read_text())
+    if count != 1:
+        raise SystemExit(f"{path} has no [project.urls] Repository line to rewrite")
+    path.write_text(text)
+    rewrite_setup_cells()
+    rewrite_readme()
+    print(f"the course now clones {url}: pyproject.toml, {len(notebooks())} setup cells and README.md rewritten")
 
 
 def notebooks(names: list[str] | None = None) -> list[Path]:
@@ -94,11 +153,12 @@ def render_table() -> str:
         seconds = times.get((stem, profile))
         return "not measured" if seconds is None else f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
+    prefix = colab_prefix()
     rows = ["| # | notebook | what you build | ci | cpu | gpu | Colab |", "|---|---|---|---|---|---|---|"]
     for path in notebooks():
         stem, number = path.stem, path.stem[:2]
         link = f"[{title(path)}](notebooks/{path.name})"
-        colab = f"[![Open in Colab]({BADGE})]({COLAB}{path.name})"
+        colab = f"[![Open in Colab]({BADGE})]({prefix}{path.name})" if prefix else "GitHub only"
         rows.append(f"| {number} | {link} | {BUILDS.get(number, '')} | {cell(stem, 'ci')} | {cell(stem, 'cpu')} | "
                     f"{cell(stem, 'gpu')} | {colab} |")
     return "\n".join(rows)
@@ -121,9 +181,12 @@ def main() -> None:
     timing.add_argument("--inplace", action="store_true", help="keep the executed notebook (make execute)")
     timing.add_argument("notebooks", nargs="*", help="notebook numbers, e.g. 00 04 (default: all, in order)")
     sub.add_parser("readme")
+    sub.add_parser("repo").add_argument("url", help="the repository the setup cells clone on Colab")
     args = parser.parse_args()
     if args.command == "time":
         time_all(args.profile, args.inplace, args.notebooks)
+    elif args.command == "repo":
+        set_repository(args.url)
     else:
         rewrite_readme()
 

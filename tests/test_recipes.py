@@ -156,7 +156,7 @@ def tiny_course(monkeypatch):
 
 
 @pytest.mark.parametrize("name, kind, keys", [
-    ("vae", VAE, {"steps", "test_nll_iwae_k500", "test_nll_elbo"}),
+    ("vae", VAE, {"steps", "test_nll_iwae_k1000", "test_nll_elbo"}),
     ("flow", Flow, {"steps", "metric", "metric_name", "half"}),
     ("diffusion", Diffusion, {"steps", "metric", "metric_name"}),
 ])
