@@ -5,7 +5,8 @@
 #                              recording each one's wall time in docs/results.md and the README table
 #   make checkpoints [NAMES=] [NPROC=N]  rebuild the course checkpoints by training at the gpu profile
 #                              (NPROC > 1: data-parallel under torchrun, one process a GPU)
-#   make slides                turn the notebooks into reveal.js lectures under docs/slides/
+#   make slides [NOTEBOOKS=]   reveal.js lectures under docs/slides/ that run from disk with no network
+#                              (fetches reveal.js and MathJax once from the npm registry into docs/slides/vendor/)
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 PYTHON ?= python3
@@ -61,7 +62,7 @@ checkpoints: install
 		-m minigen.checkpoints build $(NAMES)
 
 slides: install
-	$(BIN)/jupyter nbconvert --to slides --output-dir docs/slides notebooks/[0-9]*.ipynb
+	$(PY) scripts/slides.py $(NOTEBOOKS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache **/__pycache__
