@@ -33,7 +33,7 @@ from minigen.kernels.norm import (groupnorm_silu, groupnorm_silu_reference, laye
 # 7x7 tokens attended jointly.
 ATTENTION_SHAPES = [
     ("DiT-XL/2 256px", 32, 16, 256, 72),
-    ("DiT-XL/2 512px", 16, 16, 1024, 64),
+    ("DiT-XL/2 512px", 16, 16, 1024, 72),
     ("long N4096 d64", 4, 16, 4096, 64),
     ("long N4096 d128", 4, 16, 4096, 128),
     ("course DiT 28px/2", 64, 6, 196, 64),
@@ -416,6 +416,43 @@ def recorded_table(gpu_only=True):
     units = "TFLOP/s for attention, GB/s for the norms"
     return f"Recorded by `python -m minigen.bench all --record` ({units}); measured on " + "; ".join(machines) + \
         "\n" + "\n".join(lines)
+
+
+# The chapter's targets (bf16 on an H100/H200): (what, row filter, threshold, how the ratio is read)
+TARGETS = [
+    ("attention forward >= 1.0x default SDPA at the DiT shapes", r"^attention fwd DiT-XL", 1.0, "sdpa"),
+    ("attention forward+backward >= 0.8x default SDPA at the DiT shapes", r"^attention fwd\+bwd DiT-XL", 0.8, "sdpa"),
+    ("fused norms >= 80% of copy bandwidth", r"^(layernorm_modulate|groupnorm_silu|rmsnorm)\S* fwd", 0.8, "copy"),
+]
+
+
+def recorded_targets(rows=None):
+    """Which of TARGETS the recorded GPU rows meet, each with its worst row; computed, never typed."""
+    import json
+    import re
+    from minigen import results
+    if rows is None:
+        path = results.results_path()
+        rows = [r for r in (json.loads(path.read_text()) if path.exists() else [])
+                if r["notebook"] == "07_kernels" and not r["machine"].startswith("CPU")]
+    lines = []
+    for what, pattern, threshold, kind in TARGETS:
+        found = []
+        for r in (r for r in rows if re.search(pattern, r["metric"]) and r["baseline"]):
+            copy = re.search(r"copy ([0-9.]+) GB/s", r["baseline_label"])
+            if kind == "copy" and copy:
+                found.append((r["value"] / float(copy[1]), r["metric"]))
+            elif kind == "sdpa":
+                found.append((r["value"] / r["baseline"], r["metric"]))
+        if not found:
+            lines.append(f"not measured  {what}")
+            continue
+        (worst, worst_row), (best, best_row) = min(found), max(found)
+        met = sum(ratio >= threshold for ratio, _ in found)
+        verdict = "met" if met == len(found) else "NOT met"
+        lines.append(f"{verdict:<8} {what}: {met} of {len(found)} rows\n"
+                     f"{'':9}worst {worst:.2f}x ({worst_row}); best {best:.2f}x ({best_row})")
+    return "\n".join(lines)
 
 
 def trace(which="all", *, device=None, dtype=None, only=None, steps=5):
