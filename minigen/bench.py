@@ -394,15 +394,19 @@ def record(rows, dtype):
                        r["value"], baseline=base, baseline_label=label, unit=unit)
 
 
-def recorded_table(gpu_only=True):
-    """The kernel figures stored in docs/results.json by `--record` runs, as a table: minigen, its baseline, the
-    ratio, and the machine and date of the run. How a reader without a GPU sees what one measured."""
+def _recorded_rows():
+    """The kernel figures (TFLOP/s, GB/s) stored in docs/results.json by `--record` runs."""
     import json
     from minigen import results
     path = results.results_path()
-    rows = [r for r in (json.loads(path.read_text()) if path.exists() else [])
+    return [r for r in (json.loads(path.read_text()) if path.exists() else [])
             if r["notebook"] == "07_kernels" and r["unit"] in ("TFLOP/s", "GB/s")]
-    rows = [r for r in rows if not (gpu_only and r["machine"].startswith("CPU"))]
+
+
+def recorded_table(gpu_only=True):
+    """The kernel figures stored in docs/results.json by `--record` runs, as a table: minigen, its baseline, the
+    ratio, and the machine and date of the run. How a reader without a GPU sees what one measured."""
+    rows = [r for r in _recorded_rows() if not (gpu_only and r["machine"].startswith("CPU"))]
     if not rows:
         return "No kernel figures recorded yet: run `python -m minigen.bench all --record` on a GPU."
     width = max(68, *(len(r["metric"]) + 2 for r in rows))
@@ -422,19 +426,15 @@ def recorded_table(gpu_only=True):
 TARGETS = [
     ("attention forward >= 1.0x default SDPA at the DiT shapes", r"^attention fwd DiT-XL", 1.0, "sdpa"),
     ("attention forward+backward >= 0.8x default SDPA at the DiT shapes", r"^attention fwd\+bwd DiT-XL", 0.8, "sdpa"),
-    ("fused norms >= 80% of copy bandwidth", r"^(layernorm_modulate|groupnorm_silu|rmsnorm)\S* fwd", 0.8, "copy"),
+    ("fused norms >= 80% of copy bandwidth", r"^(layernorm_modulate|groupnorm_silu)\S* fwd", 0.8, "copy"),
 ]
 
 
 def recorded_targets(rows=None):
     """Which of TARGETS the recorded GPU rows meet, each with its worst row; computed, never typed."""
-    import json
     import re
-    from minigen import results
     if rows is None:
-        path = results.results_path()
-        rows = [r for r in (json.loads(path.read_text()) if path.exists() else [])
-                if r["notebook"] == "07_kernels" and not r["machine"].startswith("CPU")]
+        rows = [r for r in _recorded_rows() if not r["machine"].startswith("CPU")]
     lines = []
     for what, pattern, threshold, kind in TARGETS:
         found = []
