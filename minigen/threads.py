@@ -108,7 +108,8 @@ def describe() -> str:
     import torch
 
     off = _state["off"] if _state["off"] is not None else _disabled_reason()
-    line = f"{torch.get_num_threads()} threads, " + (off if off is not None else
+    n = torch.get_num_threads()
+    line = f"{n} thread{'s' if n != 1 else ''}, " + (off if off is not None else
                                                      "minigen.train shrinks the pool beside other programs "
                                                      "(MINIGEN_THREADS=adapt)")
     busy = others_busy()
