@@ -102,52 +102,102 @@ def _locked(lock: Path, timeout: float = 60.0, stale: float = 300.0):
 
 # The course's generators on one yardstick (notebook 00's FD on classifier features, beside the real-vs-real floor
 # at the same n), read from the recorded rows: (family, notebook, FD metric, likelihood metric or None). A metric
-# matches exactly, or as a prefix (its k or n may follow in the name).
+# matches exactly, or as a prefix (its k or n may follow in the name); among several FD rows the one at the profile's
+# n_eval wins (a name without "(n=...)" counts as n_eval), so a notebook may also record a sweep at a smaller n.
+# The other columns are found by name, so a notebook fills them by recording under these names (a cell stays blank
+# until it does):
+#   classifier score, precision, recall: the FD metric's name with its leading "FD" replaced by "classifier score",
+#       "precision" or "recall" ("FD of samples (n=5000)" -> "precision of samples (n=5000)"): the same samples;
+#   TRAIN_METRIC (minutes of training for the model that drew them) and SPEED_METRIC (samples drawn per second);
+#   WALL_METRIC (the whole notebook, recorded by scripts/course_table.py).
+# A notebook with several generators names its own: an optional fifth element maps any of "classifier score",
+# "precision", "recall", "training", "speed" to the metric (or prefix) to read instead.
 FAMILIES = [
     ("autoencoder + fitted Gaussian", "01_autoencoder", "FD of AE decodes, z ~ fitted Gaussian", None),
     ("VAE", "02_vae", "FD of samples", "test NLL bound, IWAE"),
     ("normalizing flow, T = 1", "03_flow", "FD of samples, T = 1.0", "test bits/dim"),
-    ("diffusion, DDIM-25 + guidance", "04_diffusion", "FD at the lowest-FD guidance scale", None),
+    ("diffusion, guided DDIM", "04_diffusion", "FD of samples, DDIM", None),
+    ("latent DiT, noise prediction, guided DDIM", "06_latent_dit", "FD of samples, DiT noise prediction", None,
+     {"training": "training time, minutes, DiT noise prediction",
+      "speed": "sampling speed, samples/s, DiT noise prediction"}),
+    ("latent DiT, flow matching, guided Heun", "06_latent_dit", "FD of samples, DiT flow matching", None,
+     {"training": "training time, minutes, DiT flow matching", "speed": "sampling speed, samples/s, DiT flow matching"}),
 ]
+COMPANIONS = ("classifier score", "precision", "recall")
+TRAIN_METRIC, SPEED_METRIC = "training time, minutes", "sampling speed, samples/s"
+WALL_METRIC = "wall time, whole notebook"
+
+
+def _n(metric: str, profile: str) -> int:
+    """The sample count in a metric's name ("... (n=500)"), else the profile's n_eval."""
+    n = re.search(r"\(n=(\d+)\)", metric)
+    return int(n.group(1)) if n else profiles.PROFILES[profile].n_eval
 
 
 def _find(rows, notebook, metric, profile):
+    """The row of `notebook` at `profile` whose metric is `metric`, or else starts with it; among several prefix
+    matches, the one at the profile's n_eval."""
     if metric is None:
         return None
     hits = [r for r in rows if r["notebook"] == notebook and r["profile"] == profile]
     exact = [r for r in hits if r["metric"] == metric]
-    return (exact or [r for r in hits if r["metric"].startswith(metric)] or [None])[0]
+    if exact:
+        return exact[0]
+    prefix = [r for r in hits if r["metric"].startswith(metric)]
+    at_n_eval = [r for r in prefix if _n(r["metric"], profile) == profiles.PROFILES[profile].n_eval]
+    return (at_n_eval or prefix or [None])[0]
+
+
+def _companion(fd_metric: str, name: str) -> str:
+    """"FD of samples (n=5000)" -> "precision of samples (n=5000)": the name a companion figure is recorded under."""
+    return name + fd_metric[len("FD"):] if fd_metric.startswith("FD") else f"{name}, {fd_metric}"
 
 
 def family_table(rows: list[dict] | None = None) -> str:
-    """A markdown table, one row per model family and profile measured: FD at n beside the floor, the likelihood
-    where the family has one, and the notebook's whole wall time, with the machine and date of the FD."""
+    """A markdown table, one row per model family and profile measured: FD at n beside the floor, the classifier
+    score and precision/recall of the same samples, the likelihood where the family has one, training minutes,
+    sampling speed and the notebook's whole wall time, with the machine and date of the FD. A figure the notebook
+    has not recorded is left blank."""
     if rows is None:
         path = results_path()
         rows = json.loads(path.read_text()) if path.exists() else []
-    lines = ["| family | profile | FD | floor | n | likelihood | notebook wall time | machine, date |",
-             "|---|---|---|---|---|---|---|---|"]
-    for family, notebook, fd_metric, like_metric in FAMILIES:
+    lines = ["| family | profile | FD | floor | n | classifier score | precision / recall | likelihood | "
+             "training, min | samples/s | notebook wall time | machine, date |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+
+    def value(row, fmt="{:.4g}"):
+        return "" if row is None else fmt.format(row["value"])
+
+    for family, notebook, fd_metric, like_metric, *own in FAMILIES:
+        own = own[0] if own else {}
         for profile in ("cpu", "gpu"):  # the ci profile's smoke-test numbers measure nothing
             fd = _find(rows, notebook, fd_metric, profile)
             if fd is None:
                 continue
-            n = re.search(r"\(n=(\d+)\)", fd["metric"])
-            n = int(n.group(1)) if n else profiles.PROFILES[profile].n_eval
+            score, precision, recall = (_find(rows, notebook, own.get(name, _companion(fd["metric"], name)), profile)
+                                        for name in COMPANIONS)
+            pr = "" if precision is None and recall is None else \
+                f"{value(precision, '{:.3f}')} / {value(recall, '{:.3f}')}"
             like = _find(rows, notebook, like_metric, profile)
             like = "" if like is None else f"{like['value']:.4g} {like['unit']} ({like['metric']})"
-            wall = _find(rows, notebook, "wall time, whole notebook", profile)
+            train = _find(rows, notebook, own.get("training", TRAIN_METRIC), profile)
+            speed = _find(rows, notebook, own.get("speed", SPEED_METRIC), profile)
+            wall = _find(rows, notebook, WALL_METRIC, profile)
             wall = "" if wall is None else f"{wall['value']:.4g} {wall['unit']}"
             floor = "" if fd["baseline"] is None else f"{fd['baseline']:.4g}"
-            lines.append(f"| {family} ({notebook[:2]}) | {profile} | {fd['value']:.4g} | {floor} | {n} | {like} | "
-                         f"{wall} | {fd['machine']}, {fd['date']} |")
+            lines.append(f"| {family} ({notebook[:2]}) | {profile} | {fd['value']:.4g} | {floor} | "
+                         f"{_n(fd['metric'], profile)} | {value(score, '{:.3g}')} | {pr} | {like} | "
+                         f"{value(train, '{:.3g}')} | {value(speed, '{:.3g}')} | {wall} | "
+                         f"{fd['machine']}, {fd['date']} |")
     return "\n".join(lines)
 
 
 def render(rows: list[dict]) -> str:
     lines = [HEADER, "\n## Across the course: every generator on one yardstick\n",
              "FD to real test digits on the metric classifier's features (lower is better; the floor is real vs real "
-             "at the same n). Rows with different n are not comparable: FD falls as n grows.\n", family_table(rows)]
+             "at the same n), with the classifier score (max 10) and precision/recall of the same samples. Rows with "
+             "different n are not comparable: FD falls as n grows. A blank cell: the notebook has not recorded it.\n",
+             family_table(rows)]
     for notebook in sorted({r["notebook"] for r in rows}):
         lines += [f"\n## {notebook}\n", "| metric | profile | value | baseline | machine | date |",
                   "|---|---|---|---|---|---|"]

@@ -7,7 +7,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from minigen import diffusion as D
-from minigen.models.dit import DIT_PRESETS, DiT, DiTConfig, flops_per_forward, sincos_positions
+from minigen.kernels import _dispatch
+from minigen.models.dit import CONDITIONINGS, DIT_PRESETS, DiT, DiTConfig, flops_per_forward, sincos_positions
 from minigen.train import TrainConfig, Trainer
 
 ODD = DiTConfig(in_channels=3, input_size=12, patch_size=3, dim=48, depth=2, heads=4, num_classes=5)
@@ -15,8 +16,10 @@ ODD = DiTConfig(in_channels=3, input_size=12, patch_size=3, dim=48, depth=2, hea
 
 def moved(model: DiT) -> DiT:
     """The model with its zero-initialised layers moved off zero, so every part of it shows in the output."""
+    layers = [model.final.linear] + ([model.final.adaln[-1]] if model.final.adaln is not None else [])
+    layers += [b.adaln[-1] for b in model.blocks if b.adaln is not None]
     with torch.no_grad():
-        for layer in [model.final.adaln[-1], model.final.linear] + [b.adaln[-1] for b in model.blocks]:
+        for layer in layers:
             layer.weight.normal_(std=0.05)
             layer.bias.normal_(std=0.05)
     return model
@@ -81,9 +84,9 @@ def test_names_bad_input():
         model(torch.zeros(1, 3, 12, 12), torch.zeros(1), torch.tensor([7]))
 
 
-@pytest.mark.parametrize("name", ["DiT-T/2", "DiT-S/4"])
+@pytest.mark.parametrize("name", ["DiT-T/2", "DiT-S/4", "in-context", "cross-attention"])
 def test_flops_formula_against_pytorchs_counter(name):
-    config = DIT_PRESETS[name]
+    config = DIT_PRESETS.get(name) or DiTConfig(dim=96, depth=4, heads=3, conditioning=name)
     model = DiT(config).eval()
     x = torch.randn(1, config.in_channels, config.input_size, config.input_size)
     with FlopCounterMode(display=False) as counter, torch.no_grad():
@@ -106,3 +109,47 @@ def test_trains_as_a_diffusion_denoiser():
     x = D.ddim_sample(model, model.schedule, (6, 2, 4, 4), steps=5, y=torch.arange(6) % 3, guidance=2.0,
                       null_label=3, generator=torch.Generator().manual_seed(0))
     assert x.shape == (6, 2, 4, 4) and torch.isfinite(x).all()
+
+
+@pytest.mark.parametrize("conditioning", CONDITIONINGS)
+def test_conditioning_variants_see_time_and_label(conditioning):
+    """DiT's Figure 5 variants: each starts at a zero prediction and, once its weights move, reads t and y."""
+    config = DiTConfig(in_channels=3, input_size=12, patch_size=3, dim=48, depth=2, heads=4, num_classes=5,
+                       conditioning=conditioning)
+    model = DiT(config)
+    x, t = torch.randn(2, 3, 12, 12), torch.tensor([5, 5])
+    assert torch.equal(model(x, t, torch.tensor([0, 1])), torch.zeros_like(x))
+    moved(model)
+    a = model(x, t, torch.tensor([0, 0]))
+    assert a.shape == x.shape
+    assert not torch.allclose(a, model(x, t, torch.tensor([1, 1])), atol=1e-5)
+    assert not torch.allclose(a, model(x, torch.tensor([600, 600]), torch.tensor([0, 0])), atol=1e-5)
+    with pytest.raises(ValueError, match="conditioning 'film'"):
+        DiTConfig(conditioning="film")
+
+
+def _backend_outputs(backends, monkeypatch):
+    torch.manual_seed(3)
+    model = moved(DiT(DiTConfig(in_channels=4, input_size=8, patch_size=2, dim=72, depth=2, heads=3,
+                                num_classes=10)))
+    x, t, y = torch.randn(2, 4, 8, 8), torch.tensor([3, 700]), torch.tensor([1, 10])
+    outs = {}
+    for backend in backends:
+        monkeypatch.setenv("MINIGEN_KERNELS", backend)
+        outs[backend] = model(x, t, y).detach()
+    return outs
+
+
+def test_attention_backends_give_the_same_model(monkeypatch):
+    """The whole DiT with attention forced to the full-matrix reference and to SDPA (the CPU default)."""
+    outs = _backend_outputs(("reference", "sdpa"), monkeypatch)
+    print("max |sdpa - reference|:", (outs["sdpa"] - outs["reference"]).abs().max().item())
+    torch.testing.assert_close(outs["sdpa"], outs["reference"], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.skipif(_dispatch.triton is None or not _dispatch.interpreting(), reason="needs the Triton interpreter")
+def test_triton_kernels_give_the_same_model_in_the_interpreter(monkeypatch):
+    """Attention, LN + modulate and the gated residual on minigen's Triton kernels (interpreted on the CPU)."""
+    outs = _backend_outputs(("reference", "triton"), monkeypatch)
+    print("max |triton - reference|:", (outs["triton"] - outs["reference"]).abs().max().item())
+    torch.testing.assert_close(outs["triton"], outs["reference"], atol=1e-4, rtol=1e-4)

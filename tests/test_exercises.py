@@ -12,7 +12,7 @@ import torch
 from minigen.exercises import SOLUTIONS, solution
 
 ROOT = Path(__file__).resolve().parents[1]
-TOPICS = ("pixels", "autoencoder", "vae", "flow", "diffusion", "kernels")
+TOPICS = ("pixels", "autoencoder", "vae", "flow", "diffusion", "kernels", "dit")
 
 
 def stub(*args, **kwargs):
@@ -76,6 +76,10 @@ MISTAKES = {
     "kernels.modulate_traffic": ("kernels", "check_modulate_traffic",                       # forgot the writes
                                  (lambda B, N, C, b: (3 * B * N * C * b, B * N * C * b),)),
     "kernels.stride_align": ("kernels", "check_stride_align", (_stride_align_counting_size_one,)),
+    "dit.modulate": ("dit", "check_modulate", (lambda x, shift, scale: x * scale[:, None] + shift[:, None],)),  # no 1 +
+    "dit.fm_loss": ("dit", "check_fm_loss",                                                 # velocity's sign flipped
+                    (lambda model, x0, noise, t, y: (model((1 - t.view(-1, 1, 1, 1)) * x0 + t.view(-1, 1, 1, 1)
+                                                           * noise, t, y) - (x0 - noise)).square().mean(),)),
 }
 
 

@@ -85,3 +85,42 @@ def test_trains_a_dit_and_stores_its_config(tmp_path):
     read_checkpoint(path, D.FlowMatching(DiT(dit), num_classes=3))
     with pytest.raises(CheckpointError, match="'t_sampling': \\('logit-normal', 'uniform'\\)"):
         read_checkpoint(path, D.FlowMatching(DiT(dit), num_classes=3, t_sampling="uniform"))
+
+
+class OfTime(torch.nn.Module):
+    """A velocity function f(x, t) as the network FlowMatching wraps: it is called with s = 1000 t."""
+
+    def __init__(self, f):
+        super().__init__()
+        self.f = f
+
+    def forward(self, x, s, y=None):
+        return self.f(x, s / D.FM_TIME_SCALE)
+
+
+def test_oracle_velocity_has_zero_loss_on_a_point_mass_and_the_least_on_a_gaussian():
+    """Data concentrated at m (a Gaussian of zero width): every x_t has one pair through it, so the exact velocity
+    (x - m) / t makes the loss zero. With width s > 0 pairs cross and the loss stays above zero, but the exact
+    marginal velocity (ExactVelocity) still scores below any perturbation of it."""
+    m, exact = 1.5, ExactVelocity(1.5, 0.5)
+    point = D.FlowMatching(OfTime(lambda x, t: (x - m) / t.reshape(-1, 1)), t_sampling="uniform")
+    assert point.loss(torch.full((4096, 1), m))["loss"].item() < 1e-10
+    data = m + 0.5 * torch.randn(200_000, 1, dtype=torch.float64)
+
+    def loss(bias):
+        torch.manual_seed(0)                                             # the same t and noise for each
+        return D.FlowMatching(OfTime(lambda x, t: exact(x, t) + bias), t_sampling="uniform").loss(data)["loss"]
+
+    best = loss(0.0).item()
+    print(f"flow-matching loss of the exact velocity {best:.4f}; biased by +-0.1: {loss(0.1):.4f}, {loss(-0.1):.4f}")
+    assert best > 0.01 and loss(0.1) > best and loss(-0.1) > best
+
+
+def test_reflow_pairs_are_the_samplers_output_and_train_with_their_own_noise():
+    model, noise = ExactVelocity(2.0, 0.5), torch.randn(2500, 1, dtype=torch.float64)
+    pairs = D.reflow_pairs(model, noise, steps=8, method="heun", batch_size=1000)
+    torch.testing.assert_close(pairs, D.fm_sample(model, x_T=noise.clone(), steps=8, method="heun"))
+    # a batch (x0, y, noise) is trained on that noise: the straight line's own velocity scores zero
+    line = D.FlowMatching(OfTime(lambda x, t: noise[:8] - pairs[:8]), t_sampling="uniform")
+    assert line.loss((pairs[:8], None, noise[:8]))["loss"].item() < 1e-20
+    assert line.loss((pairs[:8], None))["loss"].item() > 0.1           # fresh noise: not the pair's line

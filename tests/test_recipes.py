@@ -173,3 +173,20 @@ def test_course_checkpoint_is_seeded_measured_and_loads_into_the_recipes_model(t
     assert loaded.config == model.config
     if name == "diffusion":                              # the EMA wrapper, with the gpu schedule in its config
         assert loaded.config.num_steps == 1000 and loaded.config.denoiser == UNET_PRESETS["UNet-S"]
+
+
+def test_notebook_06_recipes_latent_space_and_both_objectives_on_one_budget():
+    from minigen.diffusion import FlowMatching
+    from minigen.models.dit import DiT
+    from minigen.models.latent import KLAutoencoder
+
+    for profile in PROFILE_NAMES:
+        ae = recipe("latent", profile)
+        assert isinstance(ae.build(), KLAutoencoder) and ae.train.batch_size == PROFILES[profile].batch_size
+        eps, fm = recipe("dit", profile), recipe("dit-fm", profile)
+        assert eps.preset == fm.preset and eps.train == fm.train       # the comparison is at equal budget
+        built_eps, built_fm = eps.build(), fm.build()
+        assert isinstance(built_eps, Diffusion) and isinstance(built_eps.model, DiT)
+        assert isinstance(built_fm, FlowMatching) and isinstance(built_fm.model, DiT)
+        assert built_fm.config.t_sampling == "logit-normal" and built_fm.null_label == 10
+        assert built_eps.config.schedule == "cosine" and built_eps.null_label == 10

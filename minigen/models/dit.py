@@ -25,6 +25,8 @@ from torch import nn
 from ..nn import LN_EPS, LabelEmbedder, TimestepEmbedder, TransformerBlock, init_transformer, modulate
 from ..patches import patchify, unpatchify
 
+CONDITIONINGS = ("adaln-zero", "in-context", "cross-attention")
+
 
 @dataclass
 class DiTConfig:
@@ -36,8 +38,12 @@ class DiTConfig:
     heads: int = 3                  # 64-d heads, as every DiT preset
     mlp_ratio: float = 4.0          # the usual transformer MLP width
     num_classes: int | None = 10    # digits; label num_classes is the null label; None: unconditional
+    conditioning: str = "adaln-zero"  # how t and y reach the tokens (DiT's Figure 5): "adaln-zero", the paper's
+                                      # best; "in-context" (two extra tokens); "cross-attention" (to those two)
 
     def __post_init__(self):
+        if self.conditioning not in CONDITIONINGS:
+            raise ValueError(f"DiTConfig.conditioning {self.conditioning!r}: choose one of {CONDITIONINGS}")
         if self.input_size % self.patch_size:
             raise ValueError(f"DiTConfig: patch_size {self.patch_size} must divide input_size {self.input_size}")
         if self.dim % self.heads:
@@ -77,15 +83,18 @@ def sincos_positions(dim: int, h: int, w: int) -> torch.Tensor:
 
 
 class FinalLayer(nn.Module):
-    """LN(x) * (1 + scale(c)) + shift(c), then a linear map to each patch's pixels (DiT's final layer)."""
+    """LN(x) * (1 + scale(c)) + shift(c), then a linear map to each patch's pixels (DiT's final layer). Unmodulated
+    (`modulated=False`, the in-context and cross-attention variants): a plain LayerNorm, then the linear map."""
 
-    def __init__(self, dim: int, out_features: int):
+    def __init__(self, dim: int, out_features: int, modulated: bool = True):
         super().__init__()
-        self.norm = nn.LayerNorm(dim, eps=LN_EPS, elementwise_affine=False)
-        self.adaln = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
+        self.norm = nn.LayerNorm(dim, eps=LN_EPS, elementwise_affine=not modulated)
+        self.adaln = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim)) if modulated else None
         self.linear = nn.Linear(dim, out_features)
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        if self.adaln is None:
+            return self.linear(self.norm(x))                                               # (B, N, p*p*C)
         shift, scale = self.adaln(c).chunk(2, dim=1)                                       # 2 x (B, dim)
         return self.linear(modulate(self.norm(x), shift, scale))                           # (B, N, p*p*C)
 
@@ -101,9 +110,11 @@ class DiT(nn.Module):
         self.register_buffer("pos", sincos_positions(c.dim, side, side)[None], persistent=False)  # (1, N, dim)
         self.t_embed = TimestepEmbedder(c.dim)
         self.y_embed = LabelEmbedder(c.num_classes, c.dim) if c.num_classes else None
-        self.blocks = nn.ModuleList(TransformerBlock(c.dim, c.heads, c.mlp_ratio, cond_dim=c.dim)
+        adaln = c.conditioning == "adaln-zero"
+        self.blocks = nn.ModuleList(TransformerBlock(c.dim, c.heads, c.mlp_ratio, cond_dim=c.dim if adaln else None,
+                                                     context_dim=c.dim if c.conditioning == "cross-attention" else None)
                                     for _ in range(c.depth))
-        self.final = FinalLayer(c.dim, p * p * c.in_channels)
+        self.final = FinalLayer(c.dim, p * p * c.in_channels, modulated=adaln)
         init_weights(self)
 
     def _check(self, x: torch.Tensor, t: torch.Tensor) -> None:
@@ -116,24 +127,39 @@ class DiT(nn.Module):
             shape = tuple(t.shape) if torch.is_tensor(t) else type(t).__name__
             raise ValueError(f"DiT expects timesteps of shape (B,) = ({x.shape[0]},), got {shape}")
 
-    def condition(self, t: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-        """The conditioning vector c (B, dim): timestep embedding plus label embedding (null label if y is None)."""
-        c = self.t_embed(t)                                                                 # (B, dim)
+    def embeddings(self, t: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        """The condition as tokens (B, 1 or 2, dim): the timestep's embedding, then the label's (the null label's
+        if y is None) when the model has labels."""
+        tokens = [self.t_embed(t)]                                                          # (B, dim)
         if self.y_embed is not None:
             if y is None:
                 y = torch.full((t.shape[0],), self.y_embed.null, dtype=torch.long, device=t.device)
-            c = c + self.y_embed(y)
+            tokens.append(self.y_embed(y))                                                  # (B, dim)
         elif y is not None:
             raise ValueError("this DiT was built with num_classes=None; it takes no labels")
-        return c
+        return torch.stack(tokens, dim=1)                                                   # (B, 1 or 2, dim)
+
+    def condition(self, t: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        """The conditioning vector c (B, dim): timestep embedding plus label embedding (null label if y is None)."""
+        return self.embeddings(t, y).sum(dim=1)                                             # (B, dim)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         self._check(x, t)
         cfg = self.config
         h = self.embed(patchify(x, cfg.patch_size)) + self.pos                             # (B, N, dim)
-        c = self.condition(t, y)                                                            # (B, dim)
-        for block in self.blocks:
-            h = block(h, c)                                                                 # (B, N, dim)
+        cond = self.embeddings(t, y)                                                        # (B, M, dim), M = 1 or 2
+        c = cond.sum(dim=1)                                                                 # (B, dim)
+        if cfg.conditioning == "adaln-zero":          # every block reads c through its shift, scale and gate
+            for block in self.blocks:
+                h = block(h, c)                                                             # (B, N, dim)
+        elif cfg.conditioning == "in-context":        # the condition rides along as extra tokens, dropped at the end
+            h = torch.cat([cond, h], dim=1)                                                 # (B, M + N, dim)
+            for block in self.blocks:
+                h = block(h)
+            h = h[:, cond.shape[1]:]                                                        # (B, N, dim)
+        else:                                         # cross-attention: every token queries the condition tokens
+            for block in self.blocks:
+                h = block(h, context=cond)                                                  # (B, N, dim)
         out = self.final(h, c)                                                              # (B, N, p*p*C)
         return unpatchify(out, cfg.patch_size, cfg.in_channels, cfg.input_size, cfg.input_size)  # (B, C, h, w)
 
@@ -150,7 +176,7 @@ def init_weights(model: DiT) -> None:
         nn.init.normal_(model.y_embed.table.weight, std=0.02)
     for layer in (model.t_embed.mlp[0], model.t_embed.mlp[2]):
         nn.init.normal_(layer.weight, std=0.02)
-    for layer in (model.final.adaln[-1], model.final.linear):
+    for layer in (model.final.linear, *([model.final.adaln[-1]] if model.final.adaln is not None else [])):
         nn.init.zeros_(layer.weight)
         nn.init.zeros_(layer.bias)
 
@@ -162,13 +188,26 @@ def num_parameters(model: nn.Module) -> int:
 def flops_per_forward(config: DiTConfig) -> float:
     """2 x the multiply-adds of one forward on one sample, counted as DiT's Gflops column does (linear layers and
     the two attention products; norms and activations ignored). Per block: qkv + output projection 4 dim^2 and the
-    MLP 2 ratio dim^2 per token, QK^T and PV 2 N dim per token, the adaLN vector 6 dim^2 per sample."""
+    MLP 2 ratio dim^2 per token, QK^T and PV 2 N dim per token, the adaLN vector 6 dim^2 per sample.
+    The variants of DiT's Figure 5 change the count: in-context conditioning runs the blocks on N + M tokens (M = 2
+    condition tokens, 1 without labels) and has no adaLN; cross-attention adds, per block, the query and output
+    projections of every token (4 dim^2), the key and value projections of the M condition tokens, and the two
+    products against them (4 N M dim)."""
     c, n = config, config.num_tokens
-    per_block = 2 * n * (4 + 2 * c.mlp_ratio) * c.dim ** 2 + 4 * n * n * c.dim   # projections, MLP, QK^T, PV
-    adaln = 2 * 6 * c.dim ** 2                                                   # one modulation vector per sample
+    m = 2 if c.num_classes else 1                                                # condition tokens: t [and y]
     io = 2 * 2 * n * c.dim * c.patch_size ** 2 * c.in_channels                  # patch embedding + final linear
-    return float(c.depth * (per_block + adaln) + io)
+
+    def self_block(tokens):                                                      # projections, MLP, QK^T, PV
+        return 2 * tokens * (4 + 2 * c.mlp_ratio) * c.dim ** 2 + 4 * tokens * tokens * c.dim
+
+    if c.conditioning == "adaln-zero":
+        per_block = self_block(n) + 2 * 6 * c.dim ** 2                           # + one modulation vector per sample
+    elif c.conditioning == "in-context":
+        per_block = self_block(n + m)
+    else:
+        per_block = self_block(n) + 2 * (2 * n + 2 * m) * c.dim ** 2 + 4 * n * m * c.dim
+    return float(c.depth * per_block + io)
 
 
-__all__ = ["DiT", "DiTConfig", "DIT_PRESETS", "FinalLayer", "sincos_positions", "init_weights", "num_parameters",
+__all__ = ["DiT", "DiTConfig", "DIT_PRESETS", "CONDITIONINGS", "FinalLayer", "sincos_positions", "init_weights", "num_parameters",
            "flops_per_forward"]
