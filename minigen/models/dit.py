@@ -186,8 +186,9 @@ def num_parameters(model: nn.Module) -> int:
 
 
 def flops_per_forward(config: DiTConfig) -> float:
-    """2 x the multiply-adds of one forward on one sample, counted as DiT's Gflops column does (linear layers and
-    the two attention products; norms and activations ignored). Per block: qkv + output projection 4 dim^2 and the
+    """FLOPs of one forward on one sample, 2 per multiply-add as PyTorch's FlopCounter counts them (DiT's Gflops
+    column counts one per multiply-add, so its figures are half of these), over the layers DiT counts: linear layers
+    and the two attention products; norms and activations ignored. Per block: qkv + output projection 4 dim^2 and the
     MLP 2 ratio dim^2 per token, QK^T and PV 2 N dim per token, the adaLN vector 6 dim^2 per sample.
     The variants of DiT's Figure 5 change the count: in-context conditioning runs the blocks on N + M tokens (M = 2
     condition tokens, 1 without labels) and has no adaLN; cross-attention adds, per block, the query and output
