@@ -121,7 +121,8 @@ FAMILIES = [
      {"training": "training time, minutes, DiT noise prediction",
       "speed": "sampling speed, samples/s, DiT noise prediction"}),
     ("latent DiT, flow matching, guided Heun", "06_latent_dit", "FD of samples, DiT flow matching", None,
-     {"training": "training time, minutes, DiT flow matching", "speed": "sampling speed, samples/s, DiT flow matching"}),
+     {"training": "training time, minutes, DiT flow matching",
+      "speed": "sampling speed, samples/s, DiT flow matching"}),
 ]
 COMPANIONS = ("classifier score", "precision", "recall")
 TRAIN_METRIC, SPEED_METRIC = "training time, minutes", "sampling speed, samples/s"

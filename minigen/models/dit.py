@@ -210,5 +210,5 @@ def flops_per_forward(config: DiTConfig) -> float:
     return float(c.depth * per_block + io)
 
 
-__all__ = ["DiT", "DiTConfig", "DIT_PRESETS", "CONDITIONINGS", "FinalLayer", "sincos_positions", "init_weights", "num_parameters",
-           "flops_per_forward"]
+__all__ = ["DiT", "DiTConfig", "DIT_PRESETS", "CONDITIONINGS", "FinalLayer", "sincos_positions", "init_weights",
+           "num_parameters", "flops_per_forward"]
