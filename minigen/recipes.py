@@ -27,6 +27,7 @@ from minigen.diffusion import Diffusion, DiffusionConfig, FlowMatching, FlowMatc
 from minigen.models.autoencoder import AE_PRESETS, Autoencoder
 from minigen.models.dit import DIT_PRESETS, DiT
 from minigen.models.flow import FLOW_PRESETS, Flow, evaluate_bits_per_dim
+from minigen.models.gan import GAN, GAN_PRESETS, FlowGAN, VAEGAN
 from minigen.models.latent import KLAE_PRESETS, KLAutoencoder
 from minigen.models.mae import MAE, MAE_PRESETS
 from minigen.models.unet import UNET_PRESETS, UNet
@@ -46,7 +47,13 @@ MODELS = {
     "latent": (KLAutoencoder, KLAE_PRESETS),
     "dit": (DiT, DIT_PRESETS),
     "dit-fm": (DiT, DIT_PRESETS),
+    "gan": (GAN, GAN_PRESETS),
+    "gan-c": (GAN, GAN_PRESETS),
+    "diffusion-gan": (GAN, GAN_PRESETS),
+    "vae-gan": (VAE, VAE_PRESETS),
+    "flow-gan": (Flow, FLOW_PRESETS),
 }
+HYBRIDS = {"vae-gan": VAEGAN, "flow-gan": FlowGAN}  # recipe -> the wrapper that adds a judge to the preset's model
 
 
 @dataclass(frozen=True)
@@ -57,6 +64,7 @@ class Recipe:
     train: TrainConfig                       # steps, batch, lr, warmup, cosine, EMA, seed ... for this profile
     diffusion: DiffusionConfig | None = None  # diffusion recipes: schedule and labels (the denoiser is the preset)
     flow: FlowMatchingConfig | None = None   # flow-matching recipes: t sampling and labels (the network is the preset)
+    judge: str | None = None                 # hybrids: the GAN preset whose Discriminator judges the model's samples
 
     def model_config(self):
         """The preset's config dataclass: a copy, so changing it leaves the PRESETS dict alone."""
@@ -66,15 +74,20 @@ class Recipe:
         """The full DiffusionConfig of the built model (the preset's config nested as its denoiser)."""
         return None if self.diffusion is None else replace(self.diffusion, denoiser=self.model_config())
 
-    def build(self, device=None) -> nn.Module:
+    def build(self, device=None, **hybrid) -> nn.Module:
         """The untrained model: the preset's network, wrapped in minigen.diffusion.Diffusion for a diffusion
-        recipe, in FlowMatching for a flow-matching one. Draws its initial weights from the global RNG, as
-        constructing the class by hand does."""
+        recipe, in FlowMatching for a flow-matching one, in VAEGAN / FlowGAN with the `judge` preset's
+        Discriminator for a hybrid (keyword arguments go to that wrapper, e.g. mode="adversarial"). Draws its
+        initial weights from the global RNG, as constructing the class by hand does."""
         model = MODELS[self.name][0](self.model_config())
         if self.diffusion is not None:
             model = Diffusion.from_config(model, replace(self.diffusion, denoiser=model.config))
         if self.flow is not None:
             model = FlowMatching(model, self.flow)
+        if self.name in HYBRIDS:
+            model = HYBRIDS[self.name](model, copy.deepcopy(GAN_PRESETS[self.judge]), **hybrid)
+        elif hybrid:
+            raise TypeError(f"recipe {self.name!r} builds no hybrid; unexpected arguments {sorted(hybrid)}")
         return model if device is None else model.to(device)
 
 
@@ -185,8 +198,66 @@ def _dit_fm(P: Profile) -> Recipe:
     return Recipe("dit-fm", P.name, P.pick(ci="DiT-T/2", cpu="DiT-T/2", gpu="DiT-B/2"), _dit_train(P), flow=flow)
 
 
+def _gan_train(P: Profile, steps: int) -> TrainConfig:
+    return TrainConfig(
+        steps=steps,
+        batch_size=64,                              # DCGAN's batch; on a CPU more small steps beat fewer large ones
+        lr=P.pick(ci=1e-3, cpu=2e-3, gpu=5e-4),     # 10x DCGAN's 2e-4: with R1 the game stays stable and a short
+                                                    # run gets further (cpu trials, FD at n=2000 of the live weights:
+                                                    # 1e-3 -> 100 vs 2e-4 -> 188 after 4000 steps; 2e-3 -> 102 vs
+                                                    # 1e-3 -> 122 after 3000)
+        betas=(0.5, 0.999),                         # DCGAN's: a short momentum memory suits a moving target
+        grad_clip=None,                             # R1 keeps the judge's gradients tame; clipping would slow G
+        ema_decay=P.pick(ci=0.9, cpu=0.999, gpu=0.9995),  # sample from an average of the generator's last weights
+        log_every=P.pick(ci=10, cpu=25, gpu=50),
+        seed=0)
+
+
+def _gan(P: Profile) -> Recipe:
+    # Notebook 05's unconditional DCGAN-style pair with the non-saturating loss and lazy R1
+    return Recipe("gan", P.name, P.pick(ci="GAN-S", cpu="GAN-B", gpu="GAN-L"),
+                  _gan_train(P, P.pick(ci=150, cpu=10000, gpu=30000)))  # cpu: ~4.7 min on 2 cores
+
+
+def _gan_c(P: Profile) -> Recipe:
+    # The same pair told the digit: the generator embeds it, the judge projects on it (Miyato & Koyama)
+    return Recipe("gan-c", P.name, P.pick(ci="GAN-S-C", cpu="GAN-B-C", gpu="GAN-L-C"),
+                  _gan_train(P, P.pick(ci=100, cpu=2000, gpu=20000)))
+
+
+def _diffusion_gan(P: Profile) -> Recipe:
+    # The unconditional pair trained on 1,000 digits, where a judge memorises; with and without Diffusion-GAN's
+    # noise (the notebook sets noise_levels, and r1_gamma=0 for both: R1 is itself a cure for an overfit judge)
+    return Recipe("diffusion-gan", P.name, P.pick(ci="GAN-S", cpu="GAN-B", gpu="GAN-L"),
+                  _gan_train(P, P.pick(ci=100, cpu=3000, gpu=15000)))
+
+
+def _vae_gan(P: Profile) -> Recipe:
+    # Notebook 02's VAE preset, its decoder also judged (Larsen et al.); the plain VAE gets the same budget
+    return Recipe("vae-gan", P.name, P.pick(ci="VAE-S", cpu="VAE-B", gpu="VAE-L"), TrainConfig(
+        steps=P.pick(ci=60, cpu=1000, gpu=20000),   # cpu: the plain VAE ~0.5 min, the VAE-GAN ~1.5 min
+        batch_size=P.pick(ci=64, cpu=128, gpu=128),
+        lr=1e-3,                                    # the VAE recipe's rate, for both players
+        grad_clip=None,
+        log_every=10,
+        seed=0), judge=P.pick(ci="GAN-S", cpu="GAN-B", gpu="GAN-L"))
+
+
+def _flow_gan(P: Profile) -> Recipe:
+    # Notebook 03's flow trained three ways (maximum likelihood, adversarial, both) on one budget (Grover et al.)
+    return Recipe("flow-gan", P.name, P.pick(ci="Flow-S", cpu="Flow-S", gpu="Flow-B"), TrainConfig(
+        steps=P.pick(ci=30, cpu=600, gpu=6000),     # cpu: ~0.5 min per objective (Flow-S)
+        batch_size=64,
+        lr=1e-3,
+        warmup=P.pick(ci=5, cpu=50, gpu=300),       # ActNorm's data-dependent start needs a gentle first few steps
+        grad_clip=50.0,                             # the flow recipe's: clip only log-det spikes
+        log_every=10,
+        seed=0), judge=P.pick(ci="GAN-S", cpu="GAN-B", gpu="GAN-L"))
+
+
 RECIPES = {"autoencoder": _autoencoder, "mae": _mae, "vae": _vae, "flow": _flow, "diffusion": _diffusion,
-           "latent": _latent, "dit": _dit, "dit-fm": _dit_fm}
+           "latent": _latent, "dit": _dit, "dit-fm": _dit_fm, "gan": _gan, "gan-c": _gan_c,
+           "diffusion-gan": _diffusion_gan, "vae-gan": _vae_gan, "flow-gan": _flow_gan}
 
 
 def recipe(name: str, profile: str | None = None) -> Recipe:

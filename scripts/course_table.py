@@ -41,6 +41,9 @@ BUILDS = {
     "03": "affine coupling flows on 2-D densities, then a multi-scale Glow-style flow on MNIST; exact bits/dim",
     "04": "forward noising and schedules; a U-Net denoiser; DDPM and DDIM sampling; classifier-free guidance; "
           "inpainting and SDEdit",
+    "05": "a GAN from scratch in 2-D (the judge's surface, saturating vs non-saturating, mode collapse and "
+          "minibatch std); a DCGAN with R1, unconditional and class-conditional; truncation; VAE-GAN, Flow-GAN, "
+          "Diffusion-GAN, each measured",
     "06": "a KL autoencoder's latent space; a DiT from scratch (patches, adaLN-Zero); one network trained by noise "
           "prediction and by flow matching; FD against steps (DDIM, Euler, Heun); reflow; the conditioning ablation",
     "07": "online softmax on tiles; a FlashAttention-2 kernel (forward and backward) and fused norms in Triton; "

@@ -12,7 +12,7 @@ import torch
 from minigen.exercises import SOLUTIONS, solution
 
 ROOT = Path(__file__).resolve().parents[1]
-TOPICS = ("pixels", "autoencoder", "vae", "flow", "diffusion", "kernels", "dit")
+TOPICS = ("pixels", "autoencoder", "vae", "flow", "diffusion", "kernels", "dit", "gan")
 
 
 def stub(*args, **kwargs):
@@ -50,6 +50,12 @@ def _stride_align_counting_size_one(shape, strides):
     return align
 
 
+def _r1_without_create_graph(judge, real):       # right value, but the judge cannot learn from it
+    real = real.detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(judge(real).sum(), real)
+    return grad.square().flatten(1).sum(1).mean()
+
+
 # exercise key -> (checker module, checker name, a plausible mistake: the functions the checker takes)
 MISTAKES = {
     "pixels.patchify": ("pixels", "check_patchify", (_patchify_channels_first,)),
@@ -80,6 +86,9 @@ MISTAKES = {
     "dit.fm_loss": ("dit", "check_fm_loss",                                                 # velocity's sign flipped
                     (lambda model, x0, noise, t, y: (model((1 - t.view(-1, 1, 1, 1)) * x0 + t.view(-1, 1, 1, 1)
                                                            * noise, t, y) - (x0 - noise)).square().mean(),)),
+    "gan.generator_loss": ("gan", "check_generator_loss",                                   # the saturating loss
+                           (lambda logits: -torch.nn.functional.softplus(logits).mean(),)),
+    "gan.r1_penalty": ("gan", "check_r1_penalty", (_r1_without_create_graph,)),
 }
 
 

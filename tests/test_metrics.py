@@ -156,3 +156,12 @@ def test_evaluate_samples_ranks_real_above_noise():
     noise = metrics.evaluate_samples(torch.rand(300, 1, 28, 28) * 2 - 1)
     assert noise["samples"]["FD"] > 100 * table["samples"]["FD"] and noise["samples"]["precision"] < 0.05
     assert "classifier score" in metrics.format_table(table)
+
+
+def test_precision_recall_drop_for_a_shifted_set():
+    x = _gaussian(500, 4).float()
+    fresh = _gaussian(500, 4, seed=1).float()            # a second draw of the same distribution
+    same = metrics.precision_recall(x, fresh)
+    shifted = metrics.precision_recall(x, fresh + 1.5)   # 1.5 standard deviations along every axis
+    print(f"(precision, recall): same distribution {same}, shifted {shifted}")
+    assert min(same) > 0.85 and max(shifted) < min(same) - 0.2

@@ -102,8 +102,8 @@ def test_default_profile_is_the_active_one(monkeypatch):
 
 def test_unknown_name_or_profile_lists_the_known_ones():
     known = "autoencoder, mae, vae, flow, diffusion"
-    with pytest.raises(ValueError, match=f"no recipe named 'gan'; known recipes: {known}"):
-        recipe("gan", "ci")
+    with pytest.raises(ValueError, match=f"no recipe named 'wgan'; known recipes: {known}"):
+        recipe("wgan", "ci")
     with pytest.raises(ValueError, match="unknown profile 'tpu'; known profiles: ci, cpu, gpu"):
         recipe("vae", "tpu")
     with pytest.raises(ValueError, match="no course checkpoint for 'mae'; course checkpoints: vae, flow, diffusion"):
