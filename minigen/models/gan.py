@@ -309,19 +309,10 @@ class GAN(nn.Module):
         t = self.noise.draw(n, real.device) if self.noise is not None else None
         fake = self.generator(torch.randn(n, c.z_dim, device=real.device), y)           # (B, 1, 28, 28)
 
-        lazy = c.r1_gamma > 0 and int(self.judge_steps) % c.r1_every == 0
-        real = real.detach().requires_grad_(lazy)
-        real_logits = self.judge(real, y, t)
-        d_loss = discriminator_loss(real_logits, self.judge(fake.detach(), y, t), c.loss)
-        terms = {"d_loss": d_loss.detach()}
-        if lazy:
-            r1 = r1_penalty(real_logits, real)
-            d_loss = d_loss + 0.5 * c.r1_gamma * c.r1_every * r1
-            terms["r1"] = r1.detach()
-        trainer.update("discriminator", {"loss": d_loss})
+        terms, real_logits = judge_step(c, lambda x: self.judge(x, y, t), trainer, real, fake, int(self.judge_steps))
         self.judge_steps += 1
         if self.noise is not None:
-            self.noise.observe(real_logits.detach())
+            self.noise.observe(real_logits)
             terms["noise_ceiling"] = self.noise.ceiling.detach().clone()
 
         self.discriminator.requires_grad_(False)                  # the generator's step moves only the generator
@@ -360,7 +351,7 @@ class VAEGAN(nn.Module):
         real = batch[0] if isinstance(batch, (tuple, list)) else batch
         check_images(real, "VAEGAN.train_step", IMAGE_SHAPE)
         fake = self.vae.decode(torch.randn(len(real), self.vae.config.latent_dim, device=real.device))
-        terms = _judge_step(self, trainer, real, fake)
+        terms = _hybrid_judge_step(self, trainer, real, fake)
         vae_terms = self.vae.loss(torch.bernoulli((real + 1) / 2))       # fresh binarization, global RNG
         g_loss = _generator_step_loss(self, fake)
         trainer.update("vae", {"loss": vae_terms["loss"] + self.adv_weight * g_loss})
@@ -401,27 +392,33 @@ class FlowGAN(nn.Module):
         check_images(real, "FlowGAN.train_step", IMAGE_SHAPE)
         bpd = self.flow.bits_per_dim(real).mean()        # also sets ActNorm from the first batch, in every mode
         fake = self.generate(len(real))
-        terms = _judge_step(self, trainer, real, fake)
+        terms = _hybrid_judge_step(self, trainer, real, fake)
         g_loss = _generator_step_loss(self, fake)
         loss = {"mle": bpd, "adversarial": g_loss, "hybrid": bpd + self.adv_weight * g_loss}[self.mode]
         trainer.update("flow", {"loss": loss})
         return {**terms, "g_loss": g_loss.detach(), "bpd": bpd.detach(), "loss": loss.detach()}
 
 
-def _judge_step(model: nn.Module, trainer, real: torch.Tensor, fake: torch.Tensor) -> dict:
-    """One step of a hybrid's judge on (real, fake.detach()) with lazy R1, as GAN.train_step's judge step."""
-    c, d = model.config, model.discriminator
-    step = getattr(model, "_judge_steps", 0)
-    lazy = c.r1_gamma > 0 and step % c.r1_every == 0
+def judge_step(config: GANConfig, judge, trainer, real: torch.Tensor, fake: torch.Tensor, step: int):
+    """One judge step on (real, fake.detach()), shared by the GAN and the hybrids: the judge's loss, R1 every
+    `config.r1_every` steps scaled by it (lazy regularization), and `trainer.update("discriminator", ...)`. `judge`
+    maps images to logits. Returns the logged terms and the (detached) logits on the real images."""
+    lazy = config.r1_gamma > 0 and step % config.r1_every == 0
     real = real.detach().requires_grad_(lazy)
-    real_logits = d(real)
-    loss = discriminator_loss(real_logits, d(fake.detach()), c.loss)
+    real_logits = judge(real)
+    loss = discriminator_loss(real_logits, judge(fake.detach()), config.loss)
     terms = {"d_loss": loss.detach()}
     if lazy:
         r1 = r1_penalty(real_logits, real)
-        loss = loss + 0.5 * c.r1_gamma * c.r1_every * r1
+        loss = loss + 0.5 * config.r1_gamma * config.r1_every * r1
         terms["r1"] = r1.detach()
     trainer.update("discriminator", {"loss": loss})
+    return terms, real_logits.detach()
+
+
+def _hybrid_judge_step(model: nn.Module, trainer, real: torch.Tensor, fake: torch.Tensor) -> dict:
+    step = getattr(model, "_judge_steps", 0)
+    terms, _ = judge_step(model.config, model.discriminator, trainer, real, fake, step)
     model._judge_steps = step + 1
     return terms
 
@@ -466,4 +463,4 @@ def count_modes(points: torch.Tensor, centres: torch.Tensor, radius: float, min_
 
 
 __all__ = ["GANConfig", "GAN_PRESETS", "GAN", "Generator", "Discriminator", "AdaptiveNoise", "discriminator_loss",
-           "generator_loss", "r1_penalty", "init_weights", "count_modes", "LOSSES", "VAEGAN", "FlowGAN"]
+           "generator_loss", "r1_penalty", "judge_step", "init_weights", "count_modes", "LOSSES", "VAEGAN", "FlowGAN"]
