@@ -2,6 +2,7 @@
 differences, the conditional generator drawing the digit it is told, the hybrids' steps, Diffusion-GAN's adaptive
 noise, stability over seeds at the ci profile, and clear errors for bad input."""
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -62,8 +63,7 @@ def _train(config, steps, data, seed=0, lr=1e-3):
     r = recipe("gan", "ci")
     torch.manual_seed(seed)
     gan = GAN(config)
-    trainer = Trainer(gan, data, type(r.train)(**{**r.train.__dict__, "steps": steps, "lr": lr, "seed": seed,
-                                                  "progress": False, "ema_decay": None}))
+    trainer = Trainer(gan, data, replace(r.train, steps=steps, lr=lr, seed=seed, progress=False, ema_decay=None))
     return gan, trainer.fit()
 
 

@@ -315,9 +315,7 @@ class GAN(nn.Module):
             self.noise.observe(real_logits)
             terms["noise_ceiling"] = self.noise.ceiling.detach().clone()
 
-        self.discriminator.requires_grad_(False)                  # the generator's step moves only the generator
-        g_loss = generator_loss(self.judge(fake, y, t), c.loss)
-        self.discriminator.requires_grad_(True)
+        g_loss = frozen_judge_loss(self.discriminator, lambda x: self.judge(x, y, t), fake, c.loss)
         trainer.update("generator", {"loss": g_loss})
         terms.update(g_loss=g_loss.detach(), real_score=torch.sigmoid(real_logits).mean().detach())
         terms["loss"] = terms["d_loss"] + terms["g_loss"]        # the bar's number; the two halves are logged
@@ -341,11 +339,11 @@ class VAEGAN(nn.Module):
         super().__init__()
         self.config, self.adv_weight = config, adv_weight
         self.vae, self.discriminator = vae, Discriminator(config)
+        self.register_buffer("judge_steps", torch.tensor(0))   # counts judge steps for lazy R1 (and resumes)
         init_weights(self.discriminator)
 
     def optimizers(self, config) -> dict:
-        return {"discriminator": torch.optim.Adam(self.discriminator.parameters(), lr=config.lr, betas=(0.5, 0.999)),
-                "vae": torch.optim.Adam(self.vae.parameters(), lr=config.lr, betas=tuple(config.betas))}
+        return _hybrid_optimizers(self, "vae", config)
 
     def train_step(self, batch, trainer) -> dict:
         real = batch[0] if isinstance(batch, (tuple, list)) else batch
@@ -353,7 +351,7 @@ class VAEGAN(nn.Module):
         fake = self.vae.decode(torch.randn(len(real), self.vae.config.latent_dim, device=real.device))
         terms = _hybrid_judge_step(self, trainer, real, fake)
         vae_terms = self.vae.loss(torch.bernoulli((real + 1) / 2))       # fresh binarization, global RNG
-        g_loss = _generator_step_loss(self, fake)
+        g_loss = frozen_judge_loss(self.discriminator, self.discriminator, fake, self.config.loss)
         trainer.update("vae", {"loss": vae_terms["loss"] + self.adv_weight * g_loss})
         return {**terms, "g_loss": g_loss.detach(), "recon": vae_terms["recon"], "kl": vae_terms["kl"],
                 "loss": vae_terms["loss"].detach()}
@@ -375,11 +373,11 @@ class FlowGAN(nn.Module):
             raise ValueError(f"FlowGAN mode must be one of {self.MODES}, got {mode!r}")
         self.config, self.mode, self.adv_weight = config, mode, adv_weight
         self.flow, self.discriminator = flow, Discriminator(config)
+        self.register_buffer("judge_steps", torch.tensor(0))   # counts judge steps for lazy R1 (and resumes)
         init_weights(self.discriminator)
 
     def optimizers(self, config) -> dict:
-        return {"discriminator": torch.optim.Adam(self.discriminator.parameters(), lr=config.lr, betas=(0.5, 0.999)),
-                "flow": torch.optim.Adam(self.flow.parameters(), lr=config.lr, betas=tuple(config.betas))}
+        return _hybrid_optimizers(self, "flow", config)
 
     def generate(self, n: int, temperature: float = 1.0) -> torch.Tensor:
         """(n, 1, 28, 28) samples in [-1, 1], differentiable (no 8-bit quantization)."""
@@ -393,7 +391,7 @@ class FlowGAN(nn.Module):
         bpd = self.flow.bits_per_dim(real).mean()        # also sets ActNorm from the first batch, in every mode
         fake = self.generate(len(real))
         terms = _hybrid_judge_step(self, trainer, real, fake)
-        g_loss = _generator_step_loss(self, fake)
+        g_loss = frozen_judge_loss(self.discriminator, self.discriminator, fake, self.config.loss)
         loss = {"mle": bpd, "adversarial": g_loss, "hybrid": bpd + self.adv_weight * g_loss}[self.mode]
         trainer.update("flow", {"loss": loss})
         return {**terms, "g_loss": g_loss.detach(), "bpd": bpd.detach(), "loss": loss.detach()}
@@ -416,19 +414,25 @@ def judge_step(config: GANConfig, judge, trainer, real: torch.Tensor, fake: torc
     return terms, real_logits.detach()
 
 
+def frozen_judge_loss(discriminator: nn.Module, judge, fake: torch.Tensor, kind: str) -> torch.Tensor:
+    """The generator loss on `judge(fake)`'s logits with the discriminator's weights frozen, so the generator's
+    backward leaves them without gradients: the generator's step moves only the generator."""
+    discriminator.requires_grad_(False)
+    loss = generator_loss(judge(fake), kind)
+    discriminator.requires_grad_(True)
+    return loss
+
+
 def _hybrid_judge_step(model: nn.Module, trainer, real: torch.Tensor, fake: torch.Tensor) -> dict:
-    step = getattr(model, "_judge_steps", 0)
-    terms, _ = judge_step(model.config, model.discriminator, trainer, real, fake, step)
-    model._judge_steps = step + 1
+    terms, _ = judge_step(model.config, model.discriminator, trainer, real, fake, int(model.judge_steps))
+    model.judge_steps += 1
     return terms
 
 
-def _generator_step_loss(model: nn.Module, fake: torch.Tensor) -> torch.Tensor:
-    """The generator loss on the judge's logits of `fake`, with the judge frozen for this backward."""
-    model.discriminator.requires_grad_(False)
-    loss = generator_loss(model.discriminator(fake), model.config.loss)
-    model.discriminator.requires_grad_(True)
-    return loss
+def _hybrid_optimizers(model: nn.Module, name: str, config) -> dict:
+    """A hybrid's two Adams: DCGAN's betas for the judge, the config's for the model it judges (`name`)."""
+    return {"discriminator": torch.optim.Adam(model.discriminator.parameters(), lr=config.lr, betas=(0.5, 0.999)),
+            name: torch.optim.Adam(getattr(model, name).parameters(), lr=config.lr, betas=tuple(config.betas))}
 
 
 def init_weights(model: nn.Module) -> None:
@@ -463,4 +467,5 @@ def count_modes(points: torch.Tensor, centres: torch.Tensor, radius: float, min_
 
 
 __all__ = ["GANConfig", "GAN_PRESETS", "GAN", "Generator", "Discriminator", "AdaptiveNoise", "discriminator_loss",
-           "generator_loss", "r1_penalty", "judge_step", "init_weights", "count_modes", "LOSSES", "VAEGAN", "FlowGAN"]
+           "generator_loss", "r1_penalty", "judge_step", "frozen_judge_loss", "init_weights", "count_modes", "LOSSES",
+           "VAEGAN", "FlowGAN"]
