@@ -35,7 +35,10 @@ MAX_BYTES = 4 * 2**20  # DESIGN §10: each checkpoint at most 4 MB
 
 
 def checkpoint_dir() -> Path:
-    return Path(__file__).resolve().parents[1] / "data" / "checkpoints"
+    """data/checkpoints/ of the repository, or $MINIGEN_CHECKPOINT_DIR (builds running side by side each write
+    their own folder and manifest; scripts/gpu_check.sh merges them)."""
+    override = os.environ.get("MINIGEN_CHECKPOINT_DIR")
+    return Path(override) if override else Path(__file__).resolve().parents[1] / "data" / "checkpoints"
 
 
 def read_manifest(directory: Path | None = None) -> dict:

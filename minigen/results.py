@@ -117,6 +117,10 @@ FAMILIES = [
     ("VAE", "02_vae", "FD of samples", "test NLL bound, IWAE"),
     ("normalizing flow, T = 1", "03_flow", "FD of samples, T = 1.0", "test bits/dim"),
     ("diffusion, guided DDIM", "04_diffusion", "FD of samples, DDIM", None),
+    # the shipped checkpoint (the gpu recipe), sampled and scored in the same run as the row above; its training
+    # ran on another machine (data/checkpoints/manifest.json says which), so no training minutes here
+    ("diffusion, course checkpoint (gpu recipe), guided DDIM", "04_diffusion", "FD of samples, course checkpoint",
+     None, {"training": None, "speed": "sampling speed, samples/s, course checkpoint"}),
     ("GAN (DCGAN + R1), unconditional", "05_gan", "FD of samples, unconditional GAN", None,
      {"training": "training time, minutes, unconditional GAN",
       "speed": "sampling speed, samples/s, unconditional GAN"}),

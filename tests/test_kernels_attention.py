@@ -148,6 +148,7 @@ def test_autotune_candidates_on_a_gpu(monkeypatch):
     """What a compiled run tunes over: every candidate, the first two with MINIGEN_AUTOTUNE=0, and only the small
     first one for fp32 inputs (no tensor cores to tune for; big fp32 tiles take minutes to compile)."""
     monkeypatch.setattr(flash_attention, "interpreting", lambda: False)
+    monkeypatch.delenv("MINIGEN_AUTOTUNE", raising=False)  # scripts/gpu_check.sh sets it for the other tests
     pairs = [(64, 32, 4, 2), (128, 64, 4, 3), (128, 128, 8, 3)]
     configs = flash_attention._configs(pairs)
     assert [(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages) for c in configs] == pairs
@@ -189,7 +190,11 @@ def test_dispatch_picks_sdpa_on_cpu(monkeypatch):
     monkeypatch.setenv("MINIGEN_KERNELS", "reference")
     assert _dispatch.choose_backend("attention", None, torch.device("cpu"), fallback="sdpa") == "reference"
     monkeypatch.setenv("MINIGEN_KERNELS", "triton")
-    assert _dispatch.choose_backend("attention", None, torch.device("cpu"), fallback="sdpa") == "triton"
+    if _dispatch.interpreting():  # the interpreter runs Triton on CPU tensors
+        assert _dispatch.choose_backend("attention", None, torch.device("cpu"), fallback="sdpa") == "triton"
+    else:  # compiled Triton (MINIGEN_TEST_GPU=1) cannot take a CPU tensor: asked for, it is a clear error
+        with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):
+            _dispatch.choose_backend("attention", None, torch.device("cpu"), fallback="sdpa")
     monkeypatch.setenv("MINIGEN_KERNELS", "fast")
     with pytest.raises(ValueError, match="MINIGEN_KERNELS"):
         _dispatch.choose_backend("attention", None, torch.device("cpu"), fallback="sdpa")

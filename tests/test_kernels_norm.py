@@ -53,8 +53,8 @@ def test_layernorm_modulate(B, N, C, dtype):
 def test_layernorm_modulate_strided_and_stride0_grad():
     """x transposed (non-contiguous), shift/scale chunks of one (B, 2C) adaLN output, grad_output of all 0 strides."""
     B, N, C = 2, 97, 40
-    x_store = randn(B, C, N).requires_grad_(True)
-    ada = randn(B, 2 * C, seed=1).requires_grad_(True)
+    x_store = randn(B, C, N).to(DEVICE).requires_grad_(True)
+    ada = randn(B, 2 * C, seed=1).to(DEVICE).requires_grad_(True)
     results = []
     for fn in (lambda *a: layernorm_modulate(*a, backend="triton"), layernorm_modulate_reference):
         shift, scale = ada.chunk(2, dim=1)  # (B, C) each, batch stride 2C
@@ -86,7 +86,7 @@ def test_groupnorm_silu(shape, groups, dtype):
 
 
 def test_groupnorm_silu_channels_last_no_affine_stride0_grad():
-    x = randn(2, 8, 5, 7, offset=-2.0).to(memory_format=torch.channels_last).requires_grad_(True)
+    x = randn(2, 8, 5, 7, offset=-2.0).to(DEVICE, memory_format=torch.channels_last).requires_grad_(True)
     got = groupnorm_silu(x, 2, None, None, backend="triton")
     got.sum().backward()  # grad_output (2, 8, 5, 7) with strides all 0
     dx = x.grad.clone()

@@ -142,3 +142,14 @@ def test_the_full_size_diffusion_course_model_round_trips(tmp_path):
 def test_recipes_table_names_the_course_checkpoints():
     assert sorted(checkpoints.RECIPES) == ["diffusion", "flow", "vae"]
     assert all(callable(f) for f in checkpoints.RECIPES.values())
+
+
+def test_shipped_course_checkpoints_load_into_their_recipes():
+    """Every checkpoint data/checkpoints/manifest.json lists is there, matches its sha256 and loads into the model
+    its gpu recipe builds (what notebooks 02-04 do); at least the diffusion one is shipped."""
+    manifest = checkpoints.read_manifest()
+    assert "diffusion" in manifest
+    for name, entry in manifest.items():
+        model = recipes.recipe(name, "gpu").build()
+        assert checkpoints.load(name, model) is model, name
+        assert entry["steps"] == recipes.recipe(name, "gpu").train.steps, name  # built by the recipe, not a shorter run
