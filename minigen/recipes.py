@@ -28,6 +28,7 @@ from minigen.models.autoencoder import AE_PRESETS, Autoencoder
 from minigen.models.dit import DIT_PRESETS, DiT
 from minigen.models.flow import FLOW_PRESETS, Flow, evaluate_bits_per_dim
 from minigen.models.gan import GAN, GAN_PRESETS, FlowGAN, VAEGAN
+from minigen.models.judge import JUDGE_PRESETS, AttributeJudge
 from minigen.models.latent import KLAE_PRESETS, KLAutoencoder
 from minigen.models.mae import MAE, MAE_PRESETS
 from minigen.models.unet import UNET_PRESETS, UNet
@@ -52,6 +53,10 @@ MODELS = {
     "diffusion-gan": (GAN, GAN_PRESETS),
     "vae-gan": (VAE, VAE_PRESETS),
     "flow-gan": (Flow, FLOW_PRESETS),
+    "face-judge": (AttributeJudge, JUDGE_PRESETS),
+    "vae-faces": (VAE, VAE_PRESETS),
+    "gan-faces": (GAN, GAN_PRESETS),
+    "diffusion-faces": (UNet, UNET_PRESETS),
 }
 HYBRIDS = {"vae-gan": VAEGAN, "flow-gan": FlowGAN}  # recipe -> the wrapper that adds a judge to the preset's model
 
@@ -255,9 +260,56 @@ def _flow_gan(P: Profile) -> Recipe:
         seed=0), judge=P.pick(ci="GAN-S", cpu="GAN-B", gpu="GAN-L"))
 
 
+# ----------------------------------------------------------------------------------------------------
+# Notebook 08: the cartoon faces of minigen.data.make_faces (32 x 32 RGB, five attributes)
+# ----------------------------------------------------------------------------------------------------
+
+def _face_judge(P: Profile) -> Recipe:
+    # The attribute judge that scores every edit: trained on real faces only
+    return Recipe("face-judge", P.name, P.pick(ci="Judge-S", cpu="Judge-B", gpu="Judge-B"), TrainConfig(
+        steps=P.pick(ci=150, cpu=800, gpu=3000),    # cpu: >= 98 % on every attribute in well under a minute
+        batch_size=P.pick(ci=64, cpu=128, gpu=256),
+        lr=2e-3,                                    # a small conv net with warmup, as the autoencoder's
+        warmup=50,
+        cosine=True,
+        seed=0))
+
+
+def _vae_faces(P: Profile) -> Recipe:
+    # Notebook 02's VAE at 32 x 32 x 3 with a Gaussian likelihood: its latent means are what the vectors average
+    return Recipe("vae-faces", P.name, P.pick(ci="VAE-F", cpu="VAE-F", gpu="VAE-F-L"), TrainConfig(
+        steps=P.pick(ci=100, cpu=2000, gpu=20000),
+        batch_size=P.pick(ci=64, cpu=128, gpu=128),
+        lr=1e-3,                                    # notebook 02's: the KL term is touchy at higher rates
+        warmup=50,
+        cosine=True,
+        log_every=10,
+        seed=0))
+
+
+def _gan_faces(P: Profile) -> Recipe:
+    # Notebook 05's unconditional pair at 32 x 32 x 3: its z directions are found by judging its samples
+    return Recipe("gan-faces", P.name, P.pick(ci="GAN-F", cpu="GAN-F", gpu="GAN-F-L"),
+                  _gan_train(P, P.pick(ci=100, cpu=3000, gpu=30000)))
+
+
+def _diffusion_faces(P: Profile) -> Recipe:
+    # An unconditional U-Net on faces: DDIM inversion maps a face to the noise it regenerates from
+    schedule = DiffusionConfig(schedule="cosine", num_steps=1000, num_classes=None, p_uncond=0.0)
+    return Recipe("diffusion-faces", P.name, P.pick(ci="UNet-F", cpu="UNet-F", gpu="UNet-F-L"), TrainConfig(
+        steps=P.pick(ci=40, cpu=1500, gpu=20000),
+        batch_size=P.pick(ci=32, cpu=64, gpu=256),
+        lr=2e-3,                                    # notebook 04's: zero-init branches train fast at 2e-3
+        warmup=P.pick(ci=5, cpu=100, gpu=500),
+        cosine=True,
+        ema_decay=P.pick(ci=0.9, cpu=0.995, gpu=0.9995),
+        seed=0), diffusion=schedule)
+
+
 RECIPES = {"autoencoder": _autoencoder, "mae": _mae, "vae": _vae, "flow": _flow, "diffusion": _diffusion,
            "latent": _latent, "dit": _dit, "dit-fm": _dit_fm, "gan": _gan, "gan-c": _gan_c,
-           "diffusion-gan": _diffusion_gan, "vae-gan": _vae_gan, "flow-gan": _flow_gan}
+           "diffusion-gan": _diffusion_gan, "vae-gan": _vae_gan, "flow-gan": _flow_gan, "face-judge": _face_judge,
+           "vae-faces": _vae_faces, "gan-faces": _gan_faces, "diffusion-faces": _diffusion_faces}
 
 
 def recipe(name: str, profile: str | None = None) -> Recipe:

@@ -48,6 +48,9 @@ BUILDS = {
           "prediction and by flow matching; FD against steps (DDIM, Euler, Heun); reflow; the conditioning ablation",
     "07": "online softmax on tiles; a FlashAttention-2 kernel (forward and backward) and fused norms in Triton; "
           "the benchmark against PyTorch",
+    "08": "an attribute judge on cartoon faces; attribute vectors in a VAE, a GAN's z and a diffusion model's "
+          "DDIM-inverted noise, measured by flip and preservation rates vs a random direction; slerp; MNIST "
+          "thickness and slant vectors; an explorer",
 }
 
 

@@ -12,7 +12,7 @@ import torch
 from minigen.exercises import SOLUTIONS, solution
 
 ROOT = Path(__file__).resolve().parents[1]
-TOPICS = ("pixels", "autoencoder", "vae", "flow", "diffusion", "kernels", "dit", "gan")
+TOPICS = ("pixels", "autoencoder", "vae", "flow", "diffusion", "kernels", "dit", "gan", "edits")
 
 
 def stub(*args, **kwargs):
@@ -56,6 +56,15 @@ def _r1_without_create_graph(judge, real):       # right value, but the judge ca
     return grad.square().flatten(1).sum(1).mean()
 
 
+def _vector_minus_mean_of_all(z, present):       # half the size (and off when the groups are unequal)
+    return z[present.bool()].mean(0) - z.mean(0)
+
+
+def _lerp_rescaled_to_the_sphere(a, b, t):        # right length, wrong place along the arc
+    p = (1 - t) * a + t * b
+    return p / p.norm() * ((1 - t) * a.norm() + t * b.norm())
+
+
 # exercise key -> (checker module, checker name, a plausible mistake: the functions the checker takes)
 MISTAKES = {
     "pixels.patchify": ("pixels", "check_patchify", (_patchify_channels_first,)),
@@ -89,6 +98,8 @@ MISTAKES = {
     "gan.generator_loss": ("gan", "check_generator_loss",                                   # the saturating loss
                            (lambda logits: -torch.nn.functional.softplus(logits).mean(),)),
     "gan.r1_penalty": ("gan", "check_r1_penalty", (_r1_without_create_graph,)),
+    "edits.attribute_vector": ("edits", "check_attribute_vector", (_vector_minus_mean_of_all,)),
+    "edits.slerp": ("edits", "check_slerp", (_lerp_rescaled_to_the_sphere,)),
 }
 
 

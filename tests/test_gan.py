@@ -1,6 +1,7 @@
 """The GAN of notebook 05: its losses against hand computations on fixed logits, the R1 penalty against finite
 differences, the conditional generator drawing the digit it is told, the hybrids' steps, Diffusion-GAN's adaptive
-noise, stability over seeds at the ci profile, and clear errors for bad input."""
+noise, stability over seeds at the ci profile, the same pair on notebook 08's 32 x 32 colour faces, and clear
+errors for bad input."""
 import math
 from dataclasses import replace
 
@@ -8,7 +9,7 @@ import pytest
 import torch
 
 from minigen import metrics
-from minigen.data import load_mnist
+from minigen.data import load_mnist, make_faces
 from minigen.models.gan import (GAN, GAN_PRESETS, AdaptiveNoise, FlowGAN, GANConfig, VAEGAN, count_modes,
                                 discriminator_loss, generator_loss, r1_penalty)
 from minigen.recipes import recipe
@@ -107,6 +108,45 @@ def test_bad_input_gets_a_clear_error():
         GANConfig(loss="wasserstein")
     with pytest.raises(ValueError, match="truncation must be > 0"):
         gan.sample(2, truncation=0.0)
+
+
+def test_faces_preset_makes_and_judges_32x32_colour_images():
+    gan = GAN(GAN_PRESETS["GAN-F"])
+    x = gan.sample(5, generator=torch.Generator().manual_seed(0))
+    assert x.shape == (5, 3, 32, 32) and x.min() >= -1 and x.max() <= 1
+    assert gan.judge(make_faces(4, seed=0).images, None).shape == (4,)
+    other = GAN(GANConfig(z_dim=8, width=4, channels=2, image_size=16))   # any multiple of 4, any channel count
+    assert other.sample(3).shape == (3, 2, 16, 16) and other.judge(torch.zeros(3, 2, 16, 16), None).shape == (3,)
+
+
+def test_faces_training_steps_stay_finite():
+    faces = make_faces(16, seed=0)
+    torch.manual_seed(0)
+    gan = GAN(GAN_PRESETS["GAN-F"])
+    train = replace(recipe("gan", "ci").train, steps=4, batch_size=8, progress=False, ema_decay=None, log_every=1)
+    trainer = Trainer(gan, faces.images, train).fit()
+    for key in ("d_loss", "g_loss", "r1"):
+        assert len(trainer.history[key]) and all(math.isfinite(v) for v in trainer.history[key]), key
+    assert torch.isfinite(gan.sample(4)).all()
+
+
+def test_faces_shape_errors_name_the_configured_shape():
+    with pytest.raises(ValueError, match=r"GANConfig.image_size must be a positive multiple of 4 .* got 30"):
+        GANConfig(image_size=30)
+    with pytest.raises(ValueError, match=r"GANConfig.image_size must be a positive multiple of 4 .* got 0"):
+        GANConfig(image_size=0)
+    with pytest.raises(ValueError, match=r"GANConfig.channels must be a positive int, got 0"):
+        GANConfig(channels=0)
+    gan = GAN(GAN_PRESETS["GAN-F"])
+    digits = torch.zeros(2, 1, 28, 28)
+    want = r"Discriminator expects images of shape \(B, 3, 32, 32\), got \(2, 1, 28, 28\)"
+    with pytest.raises(ValueError, match=want):
+        gan.judge(digits, None)
+    trainer = Trainer(gan, make_faces(8, seed=0).images, recipe("gan", "ci").train)
+    with pytest.raises(ValueError, match=r"GAN.train_step expects images of shape \(B, 3, 32, 32\)"):
+        gan.train_step(digits, trainer)
+    with pytest.raises(ValueError, match=r"Discriminator expects images of shape \(B, 1, 28, 28\)"):
+        GAN(TINY).discriminator(torch.zeros(2, 3, 32, 32))
 
 
 def test_truncation_keeps_every_noise_value_within_the_threshold():

@@ -20,7 +20,7 @@ def _perturbed(config: UNetConfig) -> UNet:
 
 def test_shapes_parameter_counts_and_zero_init():
     assert {k: num_parameters(UNet(c)) for k, c in UNET_PRESETS.items()} == {
-        "UNet-S": 135348, "UNet-B": 551140, "UNet-L": 1762132}
+        "UNet-S": 135348, "UNet-B": 551140, "UNet-L": 1762132, "UNet-F": 554348, "UNet-F-L": 3133132}
     assert num_parameters(UNet(UNET_PRESETS["UNet-L"])) * 2 < 4 * 2**20  # fits a 4 MB fp16 course checkpoint
     model = UNet(UNET_PRESETS["UNet-S"])
     x, t = torch.randn(3, 1, 28, 28), torch.tensor([0, 500, 999])

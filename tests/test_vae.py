@@ -1,15 +1,17 @@
 """The VAE: its ELBO against a hand computation, the IWAE bound's ordering, the reparameterization's
-statistics, the binarization, and clear errors for wrong inputs."""
+statistics, the binarization, the gaussian likelihood on RGB faces, and clear errors for wrong inputs."""
 import math
 
 import pytest
 import torch
 
 from minigen.exercises import vae as exercises
-from minigen.models.vae import VAE, VAE_PRESETS, VAEConfig, binarize, evaluate, gaussian_kl, reparameterize
+from minigen.models.vae import (VAE, VAE_PRESETS, VAEConfig, binarize, evaluate, gaussian_kl, gaussian_log_likelihood,
+                                 reparameterize)
 from minigen.recipes import BinarizedBatches
 
 TINY = VAEConfig(latent_dim=2, width=4, hidden=8)
+TINY_FACES = VAEConfig(latent_dim=2, width=4, hidden=8, channels=3, image_size=32, likelihood="gaussian")
 
 
 def _digits(n=8, seed=0):
@@ -17,6 +19,14 @@ def _digits(n=8, seed=0):
     from minigen.data import load_mnist
 
     return binarize(load_mnist("test", n=n).images, seed=seed)
+
+
+def _faces(n=8, seed=0):
+    """n procedural cartoon faces (n, 3, 32, 32) in [-1, 1] and their attributes (n, 5)."""
+    from minigen.data import make_faces
+
+    faces = make_faces(n, seed=seed)
+    return faces.images, faces.attributes
 
 
 def test_elbo_matches_a_hand_computation():
@@ -139,10 +149,16 @@ def test_binarized_batches_resample_the_bits_and_resume():
 
 
 def test_presets_are_named_by_size_and_grow():
-    assert list(VAE_PRESETS) == ["VAE-S", "VAE-B", "VAE-L"]
-    sizes = [sum(p.numel() for p in VAE(c).parameters()) for c in VAE_PRESETS.values()]
+    assert list(VAE_PRESETS) == ["VAE-S", "VAE-B", "VAE-L", "VAE-F", "VAE-F-L"]
+    mnist = [VAE_PRESETS[name] for name in ("VAE-S", "VAE-B", "VAE-L")]
+    assert all((c.channels, c.image_size, c.likelihood) == (1, 28, "bernoulli") for c in mnist)
+    sizes = [sum(p.numel() for p in VAE(c).parameters()) for c in mnist]
     assert sizes == sorted(sizes) and len(set(sizes)) == 3
     assert sizes[-1] * 2 < 4 * 2**20  # the largest fits a 4 MiB fp16 course checkpoint
+    faces = [VAE_PRESETS[name] for name in ("VAE-F", "VAE-F-L")]
+    assert all((c.channels, c.image_size, c.likelihood) == (3, 32, "gaussian") for c in faces)
+    small, large = (sum(p.numel() for p in VAE(c).parameters()) for c in faces)
+    assert small < large
 
 
 def test_shapes_of_encode_decode_sample():
@@ -154,6 +170,95 @@ def test_shapes_of_encode_decode_sample():
     assert images.shape == (5, 1, 28, 28) and images.min() >= -1 and images.max() <= 1
     assert model.sample(7, torch.Generator().manual_seed(0)).shape == (7, 1, 28, 28)
     assert model(x).shape == (5, 1, 28, 28)
+
+
+def test_faces_preset_shapes_of_encode_decode_sample_forward():
+    model = VAE(VAE_PRESETS["VAE-F"])
+    x, _ = _faces(5)
+    assert model.image_shape == (3, 32, 32)
+    mu, logvar = model.encode(x)
+    assert mu.shape == logvar.shape == (5, 32)
+    images = model.decode(mu)
+    assert images.shape == (5, 3, 32, 32) and images.min() >= -1 and images.max() <= 1
+    samples = model.sample(7, torch.Generator().manual_seed(0))
+    assert samples.shape == (7, 3, 32, 32) and samples.min() >= -1 and samples.max() <= 1
+    assert model(x).shape == (5, 3, 32, 32)
+    assert model.log_weights(x, 4).shape == (4, 5) and model.iwae(x, 3).shape == (5,)
+    # the learned noise level starts at sigma = 0.1 and is a parameter of the gaussian model only
+    assert model.log_sigma.exp().item() == pytest.approx(0.1)
+    assert "log_sigma" in dict(model.named_parameters()) and not hasattr(VAE(TINY), "log_sigma")
+
+
+def test_gaussian_decode_is_the_mean_clamped_to_the_image_range():
+    model = VAE(TINY_FACES)
+    z = torch.randn(4, 2)
+    assert torch.equal(model.decode(z), model.decoder_output(z).clamp(-1, 1))
+    with torch.no_grad():
+        model.decoder[-1].bias.fill_(5.0)        # a mean far above the range
+    assert torch.equal(model.decode(z), torch.ones(4, 3, 32, 32))
+
+
+def test_gaussian_log_likelihood_matches_torch_distributions():
+    g = torch.Generator().manual_seed(0)
+    mean, x = torch.randn(2, 4, 3, 32, 32, generator=g), torch.rand(4, 3, 32, 32, generator=g) * 2 - 1
+    log_sigma = torch.tensor(-0.7)
+    expected = torch.distributions.Normal(mean, log_sigma.exp()).log_prob(x).sum(dim=(-3, -2, -1))   # (2, 4)
+    assert torch.allclose(gaussian_log_likelihood(mean, log_sigma, x), expected, rtol=1e-5)
+    # inside the model: the ELBO is that log-likelihood at the reparameterized z minus the analytic KL
+    model = VAE(TINY_FACES).eval()
+    with torch.no_grad():
+        model.log_sigma.fill_(-1.3)
+    x, _ = _faces(4)
+    got = model.elbo(x, torch.Generator().manual_seed(7))
+    mu, logvar = model.encoder(x).chunk(2, dim=-1)           # no binarization: the images go in as they are
+    z = mu + torch.exp(logvar / 2) * torch.randn(mu.shape, generator=torch.Generator().manual_seed(7))
+    log_lik = torch.distributions.Normal(model.decoder(z), math.exp(-1.3)).log_prob(x).sum(dim=(1, 2, 3))
+    kl = 0.5 * (mu**2 + logvar.exp() - 1 - logvar).sum(dim=1)
+    assert torch.allclose(got, log_lik - kl, rtol=1e-4)
+
+
+def test_a_few_training_steps_on_faces_lower_the_gaussian_loss():
+    from minigen.train import TrainConfig, Trainer
+
+    torch.manual_seed(0)
+    model = VAE(VAEConfig(latent_dim=8, width=8, hidden=32, channels=3, image_size=32, likelihood="gaussian"))
+    x, attributes = _faces(32)
+    score = lambda: model.elbo(x, torch.Generator().manual_seed(0)).mean().item()  # noqa: E731
+    before = score()
+    trainer = Trainer(model, (x, attributes), TrainConfig(steps=30, batch_size=16, lr=3e-3, log_every=1,
+                                                         progress=False))   # (images, attributes) batches
+    trainer.fit()
+    losses = trainer.history["loss"]
+    assert len(losses) == 30 and all(math.isfinite(v) for v in losses)
+    assert sum(losses[-5:]) < sum(losses[:5])
+    after = score()
+    assert after > before + 100                                # nats per image: the ELBO rises, the loss falls
+    assert model.log_sigma.grad is not None                    # sigma is learned with the rest
+    scores = evaluate(model, x, k=3)
+    assert math.isfinite(scores["iwae"]) and scores["iwae"] >= scores["elbo"] - 50.0
+
+
+def test_faces_wrong_inputs_and_configs_raise_clear_errors():
+    model = VAE(TINY_FACES)
+    x, _ = _faces(2)
+    with pytest.raises(ValueError, match=r"\(B, 3, 32, 32\)"):
+        model.encode(x[:, :1])                                 # one channel for an RGB model
+    with pytest.raises(ValueError, match=r"\(B, 3, 32, 32\)"):
+        model.loss(torch.zeros(2, 3, 28, 28))                  # MNIST-sized
+    with pytest.raises(ValueError, match=r"\[-1, 1\].*gaussian.*2 \* x - 1"):
+        model.loss((x + 1) * 127.5)                            # 0..255 pixels
+    with pytest.raises(TypeError, match=r"dtype"):
+        model.encode(torch.zeros(2, 3, 32, 32, dtype=torch.uint8))
+    with pytest.raises(ValueError, match=r"gaussian.*decode"):
+        model.logits(torch.zeros(2, 2))
+    with pytest.raises(ValueError, match=r"\(B, 1, 28, 28\)"):
+        VAE(TINY).loss(binarize(x))                            # RGB into the MNIST model
+    with pytest.raises(ValueError, match=r"image_size must be divisible by 4.*30"):
+        VAEConfig(image_size=30)
+    with pytest.raises(ValueError, match=r"likelihood must be one of 'bernoulli', 'gaussian', got 'laplace'"):
+        VAEConfig(likelihood="laplace")
+    with pytest.raises(ValueError, match=r"channels"):
+        VAEConfig(channels=0)
 
 
 def test_wrong_inputs_raise_clear_errors():

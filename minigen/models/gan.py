@@ -9,7 +9,7 @@ https://arxiv.org/abs/1802.05637 ; Karras et al., StyleGAN2 (2019), https://arxi
 Brock et al., BigGAN (2018), https://arxiv.org/abs/1809.11096 (the truncation trick); Wang et al.,
 "Diffusion-GAN" (2022), https://arxiv.org/abs/2206.02262 (the judge sees both sides through adaptive noise).
 
-    z ~ N(0, I) (B, z_dim) [, label y] --generator--> fake images (B, 1, 28, 28) in [-1, 1]
+    z ~ N(0, I) (B, z_dim) [, label y] --generator--> fake images (B, K, S, S) in [-1, 1]
     real or fake image [, y] --discriminator--> one logit per image: "how real does this look?"
     discriminator: minimise softplus(-D(real)) + softplus(D(fake))       (cross-entropy, real = 1, fake = 0)
     generator:     minimise softplus(-D(fake))                           (non-saturating: -log D(G(z)))
@@ -22,10 +22,12 @@ through the judge's gradient.
     Trainer(gan, (images, labels), recipe("gan").train).fit()   # several players: optimizers() + train_step()
     gan.sample(64)                              # (64, 1, 28, 28) in [-1, 1]
     gan.sample(64, y=torch.arange(64) % 10)     # class-conditional presets draw the digit asked for
+    GAN(GAN_PRESETS["GAN-F"]).sample(64)        # (64, 3, 32, 32): the same pair on notebook 08's colour faces
 
 The hybrids of notebook 05 reuse the pieces here: `Discriminator` judges a VAE's decodes (VAE-GAN) or a flow's
 samples (Flow-GAN); `AdaptiveNoise` is Diffusion-GAN's noise level that rises when the judge overfits.
-Letters in the shape comments: B batch, C channels (config.width), F the judge's flattened features.
+Letters in the shape comments: B batch, C channels (config.width), K image channels (config.channels), S the
+image side (config.image_size: 28 for MNIST, 32 for the faces), F the judge's flattened features.
 """
 from dataclasses import dataclass
 
@@ -35,14 +37,15 @@ from torch import nn
 
 from ..nn import check_images, check_values
 
-IMAGE_SHAPE = (1, 28, 28)
 LOSSES = ("non-saturating", "saturating", "hinge")
 
 
 @dataclass
 class GANConfig:
     z_dim: int = 64              # the noise the generator reads; 64 numbers is ample for MNIST's variation
-    width: int = 64              # channels at 14 x 14 in both players (twice as many at 7 x 7): DCGAN's shape
+    width: int = 64              # channels at S/2 x S/2 in both players (twice as many at S/4 x S/4): DCGAN's shape
+    channels: int = 1            # image channels: MNIST is grey; 3 for colour (notebook 08's faces)
+    image_size: int = 28         # image side: MNIST's 28; a multiple of 4, as both players halve it twice (28 -> 7)
     num_classes: int = 0         # 0: unconditional; 10: the generator embeds the digit, the judge projects on it
     loss: str = "non-saturating"  # or "saturating" (the 2014 minimax form, for the notebook's comparison), "hinge"
     r1_gamma: float = 1.0        # weight of the R1 penalty on the judge's gradient at real images; 0 turns it off.
@@ -53,7 +56,7 @@ class GANConfig:
                                  # diffuses both real and fake images to it (AdaptiveNoise sets the range)
 
     def __post_init__(self):
-        for name in ("z_dim", "width", "r1_every"):
+        for name in ("z_dim", "width", "r1_every", "channels"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"GANConfig.{name} must be a positive int, got {value!r}")
@@ -61,13 +64,22 @@ class GANConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
                 raise ValueError(f"GANConfig.{name} must be an int >= 0, got {value!r}")
+        if not isinstance(self.image_size, int) or self.image_size < 4 or self.image_size % 4:
+            raise ValueError(f"GANConfig.image_size must be a positive multiple of 4 (both players halve it twice), "
+                             f"got {self.image_size!r}")
         if self.loss not in LOSSES:
             raise ValueError(f"GANConfig.loss must be one of {LOSSES}, got {self.loss!r}")
         if self.r1_gamma < 0:
             raise ValueError(f"GANConfig.r1_gamma must be >= 0, got {self.r1_gamma!r}")
 
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(K, S, S): the shape of one image the generator makes and the judge reads."""
+        return (self.channels, self.image_size, self.image_size)
 
-# Presets by size (minigen.recipes picks one per profile); "-C" adds the digit label to both players.
+
+# Presets by size (minigen.recipes picks one per profile); "-C" adds the digit label to both players; "-F" is for the
+# 32 x 32 colour faces (minigen.data.make_faces), the rest for MNIST.
 GAN_PRESETS = {
     "GAN-S": GANConfig(z_dim=32, width=16),                    # smoke test: a few hundred steps in seconds
     "GAN-B": GANConfig(z_dim=64, width=32),                    # the cpu model: a few thousand steps in minutes
@@ -77,6 +89,12 @@ GAN_PRESETS = {
     "GAN-S-C": GANConfig(z_dim=32, width=16, num_classes=10, r1_gamma=10.0),
     "GAN-B-C": GANConfig(z_dim=64, width=32, num_classes=10, r1_gamma=10.0),
     "GAN-L-C": GANConfig(z_dim=128, width=64, num_classes=10, r1_gamma=10.0),
+    # "-F": notebook 08's colour faces at 32 x 32 (8 x 8 maps). z_dim 64 covers their ~15 factors (5 attribute coins,
+    # skin, hair, hat and background colours, position, size) with room to spare. Width 32 (GAN-B's) on a CPU:
+    # 3000 steps took 112 s on 2 cores, and the attribute judge read each attribute in 38-51 % of its samples
+    # (the data: 50 %); width 64 draws finer eyes and glasses at 3x the cost, the gpu preset affords 128
+    "GAN-F": GANConfig(z_dim=64, width=32, channels=3, image_size=32),
+    "GAN-F-L": GANConfig(z_dim=128, width=128, channels=3, image_size=32),  # the gpu model: 3.2M parameters
 }
 
 
@@ -111,28 +129,29 @@ def generator_loss(fake_logits: torch.Tensor, kind: str = "non-saturating") -> t
 def r1_penalty(logits: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
     """Mescheder et al.'s R1: E ||grad_x D(x)||^2 over real images x (which must require grad), as a scalar.
     Multiply by gamma / 2. Built with create_graph so the penalty's own gradient reaches the judge's weights."""
-    (grad,) = torch.autograd.grad(logits.sum(), images, create_graph=True)   # (B, 1, 28, 28)
+    (grad,) = torch.autograd.grad(logits.sum(), images, create_graph=True)   # (B, K, S, S), as images
     return grad.square().flatten(1).sum(1).mean()
 
 
 # ----------------------------------------------------------------------------------------------------
-# The two players (DCGAN's shape at 28 x 28).
+# The two players (DCGAN's shape: two stride-2 layers, S -> S/2 -> S/4; 28 -> 14 -> 7 on MNIST).
 # ----------------------------------------------------------------------------------------------------
 
 class Generator(nn.Module):
-    """z (B, z_dim) [+ label embedding] -> (B, 1, 28, 28) in [-1, 1]: a linear layer to a 7x7 map, then two
-    stride-2 transposed convs (7 -> 14 -> 28) with BatchNorm and ReLU between, tanh at the end (DCGAN)."""
+    """z (B, z_dim) [+ label embedding] -> (B, K, S, S) in [-1, 1]: a linear layer to an S/4 x S/4 map, then two
+    stride-2 transposed convs (7 -> 14 -> 28 on MNIST, 8 -> 16 -> 32 on the faces) with BatchNorm and ReLU
+    between, tanh at the end (DCGAN)."""
 
     def __init__(self, config: GANConfig):
         super().__init__()
-        c, d = config.width, config.z_dim
+        c, d, m = config.width, config.z_dim, config.image_size // 4
         self.embed = nn.Embedding(config.num_classes, d) if config.num_classes else None
         self.net = nn.Sequential(
-            nn.Linear(d, 2 * c * 7 * 7, bias=False), nn.Unflatten(1, (2 * c, 7, 7)),     # (B, 2C, 7, 7)
+            nn.Linear(d, 2 * c * m * m, bias=False), nn.Unflatten(1, (2 * c, m, m)),     # (B, 2C, S/4, S/4)
             nn.BatchNorm2d(2 * c), nn.ReLU(),
-            nn.ConvTranspose2d(2 * c, c, 4, stride=2, padding=1, bias=False),             # (B, C, 14, 14)
+            nn.ConvTranspose2d(2 * c, c, 4, stride=2, padding=1, bias=False),             # (B, C, S/2, S/2)
             nn.BatchNorm2d(c), nn.ReLU(),
-            nn.ConvTranspose2d(c, 1, 4, stride=2, padding=1), nn.Tanh(),                  # (B, 1, 28, 28)
+            nn.ConvTranspose2d(c, config.channels, 4, stride=2, padding=1), nn.Tanh(),    # (B, K, S, S)
         )
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
@@ -142,19 +161,20 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """(B, 1, 28, 28) [, y] [, t] -> (B,) logits: two stride-2 convs with LeakyReLU(0.2) (DCGAN's judge, no
+    """(B, K, S, S) [, y] [, t] -> (B,) logits: two stride-2 convs with LeakyReLU(0.2) (DCGAN's judge, no
     BatchNorm, which would let a batch's images see each other and fights the R1 penalty), flattened features
     h (B, F), then a linear read-out plus, when labelled, the projection <embed(y), h> (Miyato & Koyama): the
     label asks "does this look like a real *three*?" rather than being concatenated to the input. A noise level t
-    (Diffusion-GAN) is projected the same way."""
+    (Diffusion-GAN) is projected the same way. Images of another shape get an error naming the config's."""
 
     def __init__(self, config: GANConfig):
         super().__init__()
-        c = config.width
-        features = 2 * c * 7 * 7
+        c, m = config.width, config.image_size // 4
+        features = 2 * c * m * m
+        self.image_shape = config.image_shape
         self.net = nn.Sequential(
-            nn.Conv2d(1, c, 4, stride=2, padding=1), nn.LeakyReLU(0.2),                   # (B, C, 14, 14)
-            nn.Conv2d(c, 2 * c, 4, stride=2, padding=1), nn.LeakyReLU(0.2),               # (B, 2C, 7, 7)
+            nn.Conv2d(config.channels, c, 4, stride=2, padding=1), nn.LeakyReLU(0.2),     # (B, C, S/2, S/2)
+            nn.Conv2d(c, 2 * c, 4, stride=2, padding=1), nn.LeakyReLU(0.2),               # (B, 2C, S/4, S/4)
             nn.Flatten(),                                                                 # (B, F)
         )
         self.out = nn.Linear(features, 1)
@@ -162,7 +182,7 @@ class Discriminator(nn.Module):
         self.t_embed = nn.Embedding(config.noise_levels, features) if config.noise_levels else None
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, t: torch.Tensor | None = None):
-        h = self.net(x)                                                                   # (B, F)
+        h = self.net(check_images(x, "Discriminator", self.image_shape))                 # (B, F)
         logits = self.out(h).squeeze(1)                                                   # (B,)
         if self.embed is not None:
             logits = logits + (self.embed(y) * h).sum(1)                                  # projection on y
@@ -252,7 +272,7 @@ class GAN(nn.Module):
 
     def _split(self, batch) -> tuple[torch.Tensor, torch.Tensor | None]:
         x, y = (batch[0], batch[1]) if isinstance(batch, (tuple, list)) else (batch, None)
-        check_images(x, "GAN.train_step", IMAGE_SHAPE)
+        check_images(x, "GAN.train_step", self.config.image_shape)
         return x, (self._labels(y, len(x), x.device, "GAN.train_step") if self.config.num_classes else None)
 
     # -- sampling ----------------------------------------------------------------------------------------
@@ -273,7 +293,7 @@ class GAN(nn.Module):
         return z
 
     def generate(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """Noise (B, z_dim) [, labels (B,)] -> images (B, 1, 28, 28), differentiably (for training and inversion)."""
+        """Noise (B, z_dim) [, labels (B,)] -> images (B, K, S, S), differentiably (for training and inversion)."""
         if not torch.is_tensor(z) or z.ndim != 2 or z.shape[1] != self.config.z_dim:
             shape = tuple(z.shape) if torch.is_tensor(z) else type(z).__name__
             raise ValueError(f"GAN.generate expects noise of shape (B, {self.config.z_dim}), got {shape}")
@@ -282,7 +302,7 @@ class GAN(nn.Module):
     @torch.no_grad()
     def sample(self, n: int, y: torch.Tensor | None = None, generator: torch.Generator | None = None,
                truncation: float | None = None) -> torch.Tensor:
-        """n images (n, 1, 28, 28) in [-1, 1], with the generator in eval mode (BatchNorm's running statistics)."""
+        """n images (n, K, S, S) in [-1, 1], with the generator in eval mode (BatchNorm's running statistics)."""
         was = self.generator.training
         self.generator.eval()
         out = self.generate(self.noise_like(n, generator, truncation), y)
@@ -307,7 +327,7 @@ class GAN(nn.Module):
         real, y = self._split(batch)
         c, n = self.config, len(real)
         t = self.noise.draw(n, real.device) if self.noise is not None else None
-        fake = self.generator(torch.randn(n, c.z_dim, device=real.device), y)           # (B, 1, 28, 28)
+        fake = self.generator(torch.randn(n, c.z_dim, device=real.device), y)           # (B, K, S, S)
 
         terms, real_logits = judge_step(c, lambda x: self.judge(x, y, t), trainer, real, fake, int(self.judge_steps))
         self.judge_steps += 1
@@ -324,7 +344,8 @@ class GAN(nn.Module):
 
 # ----------------------------------------------------------------------------------------------------
 # The hybrids: a judge added to a likelihood model. The model is passed in (model files import no other model
-# file), so any VAE or flow with the course's methods fits.
+# file), so any VAE or flow with the course's methods fits. The judge reads config.image_shape, so the config must
+# match the wrapped model's images: the default GANConfig for the course's MNIST VAE and flow.
 # ----------------------------------------------------------------------------------------------------
 
 class VAEGAN(nn.Module):
@@ -347,7 +368,7 @@ class VAEGAN(nn.Module):
 
     def train_step(self, batch, trainer) -> dict:
         real = batch[0] if isinstance(batch, (tuple, list)) else batch
-        check_images(real, "VAEGAN.train_step", IMAGE_SHAPE)
+        check_images(real, "VAEGAN.train_step", self.config.image_shape)
         fake = self.vae.decode(torch.randn(len(real), self.vae.config.latent_dim, device=real.device))
         terms = _hybrid_judge_step(self, trainer, real, fake)
         vae_terms = self.vae.loss(torch.bernoulli((real + 1) / 2))       # fresh binarization, global RNG
@@ -380,14 +401,14 @@ class FlowGAN(nn.Module):
         return _hybrid_optimizers(self, "flow", config)
 
     def generate(self, n: int, temperature: float = 1.0) -> torch.Tensor:
-        """(n, 1, 28, 28) samples in [-1, 1], differentiable (no 8-bit quantization)."""
+        """(n, K, S, S) samples (the flow's image shape) in [-1, 1], differentiable (no 8-bit quantization)."""
         p = next(self.flow.parameters())
         zs = [temperature * torch.randn(n, *shape, device=p.device) for shape in self.flow.latent_shapes()]
         return (2 * self.flow.inverse(zs) - 1).clamp(-1, 1)
 
     def train_step(self, batch, trainer) -> dict:
         real = batch[0] if isinstance(batch, (tuple, list)) else batch
-        check_images(real, "FlowGAN.train_step", IMAGE_SHAPE)
+        check_images(real, "FlowGAN.train_step", self.config.image_shape)
         bpd = self.flow.bits_per_dim(real).mean()        # also sets ActNorm from the first batch, in every mode
         fake = self.generate(len(real))
         terms = _hybrid_judge_step(self, trainer, real, fake)

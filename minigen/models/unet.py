@@ -46,6 +46,11 @@ UNET_PRESETS = {
     "UNet-B": UNetConfig(width=32, blocks=1, attention=True),
     # L: 1.76M parameters, the course checkpoint (about 10 minutes on a T4), small enough for a <= 4 MB fp16 file
     "UNet-L": UNetConfig(width=48, blocks=2, attention=True, dropout=0.1),
+    # F: notebook 08's faces (32x32 RGB -> 16x16x12 after unshuffling, attention on the 8x8 level), unconditional:
+    # the notebook DDIM-inverts faces to noise and edits the noise, so no label may steer the regeneration
+    "UNet-F": UNetConfig(in_channels=3, image_size=32, width=32, blocks=1, attention=True, num_classes=None),
+    "UNet-F-L": UNetConfig(in_channels=3, image_size=32, width=64, blocks=2, attention=True, num_classes=None,
+                           dropout=0.1),   # the gpu profile's
 }
 
 
