@@ -73,27 +73,24 @@ class AttributeJudge(nn.Module):
         return {"loss": F.binary_cross_entropy_with_logits(self(x), y.float())}
 
     @torch.no_grad()
-    def predict(self, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
-        """(N, C, s, s) -> (N, A) in {0., 1.}: attribute present where the logit is positive (p > 0.5).
-        In batches (bounded memory), in eval mode, on x's device; the model's mode is restored."""
+    def _in_eval_batches(self, fn, x: torch.Tensor, batch_size: int, width: int) -> torch.Tensor:
+        """fn over x in batches (bounded memory), in eval mode, on x's device -> (N, width); the mode is restored."""
         was_training = self.training
         self.eval()
-        out = torch.cat([(self(xb) > 0).float() for xb in x.split(batch_size)]) if len(x) else \
-            torch.zeros(0, self.config.num_attributes)
+        out = torch.cat([fn(xb) for xb in x.split(batch_size)]) if len(x) else torch.zeros(0, width)
         self.train(was_training)
         return out
 
-    @torch.no_grad()
+    def predict(self, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+        """(N, C, s, s) -> (N, A) in {0., 1.}: attribute present where the logit is positive (p > 0.5)."""
+        return self._in_eval_batches(lambda xb: (self(xb) > 0).float(), x, batch_size, self.config.num_attributes)
+
     def features(self, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
         """(N, C, s, s) -> (N, hidden): the activations before the last layer, the face set's FD features (what
         the MNIST classifier's 128-d features are to digits: FD to real faces beside the real-vs-real floor)."""
-        was_training = self.training
-        self.eval()
         body = self.net[:-1]                                   # everything but the final Linear(hidden, A)
-        out = torch.cat([body(check_images(xb, "AttributeJudge.features", self.image_shape))
-                         for xb in x.split(batch_size)])
-        self.train(was_training)
-        return out
+        return self._in_eval_batches(lambda xb: body(check_images(xb, "AttributeJudge.features", self.image_shape)),
+                                     x, batch_size, self.config.hidden)
 
     @torch.no_grad()
     def accuracy(self, x: torch.Tensor, attributes: torch.Tensor) -> torch.Tensor:
