@@ -9,6 +9,12 @@ import random
 import numpy as np
 import torch
 
+from . import threads
+
+# Size torch's CPU pool for what the machine is doing now, before torch has run an op (its OpenMP pool starts at
+# the first parallel op): a pool with more threads than free cores makes every step wait (minigen/threads.py).
+threads.start()
+
 __version__ = "0.1.0"
 
 __all__ = ["__version__", "seed_everything", "get_device", "setup"]
@@ -52,6 +58,5 @@ def setup(seed: int = 0):
     gpu = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
     print(f"minigen {__version__} | torch {torch.__version__} | {active} | device {device}{gpu} | seed {seed}")
     if device.type == "cpu":
-        from . import threads
         print(f"CPU: {threads.describe()}")
     return active, device

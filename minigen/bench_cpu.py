@@ -7,11 +7,11 @@ process per measurement, under three conditions:
     torch job   beside a second process training the same model with the same setting (a second notebook)
     busy core   beside one single-threaded busy loop (a browser tab's worth of work)
 
-for each setting: torch's defaults (what minigen keeps by default), MINIGEN_THREADS=adapt (the pool shrinks
-beside other programs, minigen/threads.py), and any candidates given with --also (e.g. --also
-OMP_WAIT_POLICY=PASSIVE --also OMP_NUM_THREADS=1). Figures are median
-milliseconds per step and ratios in the same run; `--record` stores them in docs/results.md ("cpu_threads").
-Nothing else should run on the machine meanwhile.
+for each setting: torch's own pool (MINIGEN_THREADS=off, what torch does without minigen), minigen's default (the
+pool gives cores back while other programs keep them busy, minigen/threads.py), and any candidates given with
+--also (e.g. --also MINIGEN_THREADS=off,OMP_WAIT_POLICY=PASSIVE --also OMP_NUM_THREADS=1). Figures are median
+milliseconds per step (the median of --repeat measurements) and ratios to torch's own quiet time in the same run;
+`--record` stores them in docs/results.md ("cpu_threads"). Nothing else should run on the machine meanwhile.
 """
 import json
 import os
@@ -23,7 +23,9 @@ import time
 MODELS = {"autoencoder": dict(batch=64, warmup=5, steps=40), "unet": dict(batch=32, warmup=3, steps=12)}
 CONDITIONS = ("quiet", "torch job", "busy core")
 BUSY = "while True: pass"
-WARM_SECONDS = 3.0  # untimed steps first: torch's first calls, and the adapt mode's first look at the machine
+WARM_SECONDS = 3.0  # untimed steps first: torch's first calls, and minigen's first look at the machine
+BASELINE = "torch's pool (MINIGEN_THREADS=off)"
+DEFAULT = "minigen's default"
 
 
 def worker(model: str, batch: int, warmup: int, steps: int, forever: bool = False) -> None:
@@ -40,9 +42,9 @@ def worker(model: str, batch: int, warmup: int, steps: int, forever: bool = Fals
     data = x if model == "autoencoder" else (x, torch.arange(batch) % 10)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
     times, step = [], 0
-    warm_until = time.perf_counter() + WARM_SECONDS  # past threads.INTERVAL: MINIGEN_THREADS=adapt has looked once
+    warm_until = time.perf_counter() + WARM_SECONDS  # past threads.INTERVAL: minigen has looked at the machine
     while forever or len(times) < steps:
-        threads.adapt()  # as minigen.train does: a no-op unless MINIGEN_THREADS=adapt
+        threads.adapt()  # as minigen.train does
         start = time.perf_counter()
         loss = net.loss(data)["loss"]
         opt.zero_grad(set_to_none=True)
@@ -66,8 +68,11 @@ def _worker_cmd(model: str, forever: bool = False) -> list[str]:
             str(m["steps"])] + (["--forever"] if forever else [])
 
 
-def measure(model: str, setting: dict, condition: str) -> float:
-    """Median ms per training step of `model` under `setting` (environment variables) and `condition`."""
+def measure(model: str, setting: dict, condition: str, repeat: int = 1) -> float:
+    """Median ms per training step of `model` under `setting` (environment variables) and `condition`; with
+    `repeat`, the median of that many measurements."""
+    if repeat > 1:
+        return statistics.median(measure(model, setting, condition) for _ in range(repeat))
     background = None
     if condition == "torch job":
         background = subprocess.Popen(_worker_cmd(model, forever=True), env=_env(setting),
@@ -86,24 +91,24 @@ def measure(model: str, setting: dict, condition: str) -> float:
 
 
 def settings(also: list[str]) -> dict[str, dict]:
-    out = {"torch defaults": {}, "MINIGEN_THREADS=adapt": {"MINIGEN_THREADS": "adapt"}}
+    out = {BASELINE: {"MINIGEN_THREADS": "off"}, DEFAULT: {}}
     for item in also:
         pairs = dict(p.split("=", 1) for p in item.split(","))
         out[item] = pairs
     return out
 
 
-def run(models=None, also=(), record=False) -> list[dict]:
+def run(models=None, also=(), record=False, repeat=1) -> list[dict]:
     models = list(models or MODELS)
     chosen = settings(list(also))
     print(f"minigen.bench cpu: {os.cpu_count()} cores; median ms per training step (batch: "
           + ", ".join(f"{m} {MODELS[m]['batch']}" for m in models) + "); x = slowdown vs the same model's quiet time "
-          "under torch's defaults")
+          f"with torch's own pool; median of {repeat} measurement{'s' if repeat > 1 else ''} each")
     rows = []
     for model in models:
         for name, setting in chosen.items():
             for condition in CONDITIONS:
-                rows.append(dict(model=model, setting=name, condition=condition, ms=measure(model, setting, condition)))
+                rows.append(dict(model=model, setting=name, condition=condition, ms=measure(model, setting, condition, repeat)))
                 print(f"  {model:<12} {name:<44} {condition:<10} {rows[-1]['ms']:9.1f} ms", flush=True)
     print()
     print(table(rows))
@@ -115,7 +120,7 @@ def run(models=None, also=(), record=False) -> list[dict]:
 def table(rows: list[dict]) -> str:
     lines = [f"{'model':<12} {'setting':<44}" + "".join(f"{c:>20}" for c in CONDITIONS)]
     for model in dict.fromkeys(r["model"] for r in rows):
-        base = next(r["ms"] for r in rows if r["model"] == model and r["setting"] == "torch defaults"
+        base = next(r["ms"] for r in rows if r["model"] == model and r["setting"] == BASELINE
                     and r["condition"] == "quiet")
         for name in dict.fromkeys(r["setting"] for r in rows):
             cells = [next(r["ms"] for r in rows if (r["model"], r["setting"], r["condition"]) == (model, name, c))
@@ -128,12 +133,12 @@ def _record(rows: list[dict]) -> None:
     from minigen import results
 
     for r in rows:
-        if r["setting"] == "torch defaults":
+        if r["setting"] == BASELINE:
             continue
         base = next(b["ms"] for b in rows if (b["model"], b["condition"], b["setting"])
-                    == (r["model"], r["condition"], "torch defaults"))
+                    == (r["model"], r["condition"], BASELINE))
         results.record("cpu_threads", f"{r['model']} training step, {r['condition']}, {r['setting']}", r["ms"],
-                       baseline=base, baseline_label="torch defaults", unit="ms", profile="cpu")
+                       baseline=base, baseline_label="torch's pool", unit="ms", profile="cpu")
 
 
 def main(argv: list[str]) -> None:
@@ -145,10 +150,11 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--models", nargs="*", choices=list(MODELS), default=None)
     parser.add_argument("--also", action="append", default=[],
                         help="another setting to time, as VAR=VALUE[,VAR=VALUE]; repeatable")
+    parser.add_argument("--repeat", type=int, default=1, help="measure each cell this many times, keep the median")
     parser.add_argument("--record", action="store_true", help="store the figures in docs/results.md")
     args = parser.parse_args(argv)
     if args.worker:
         model, batch, warmup, steps = args.worker
         worker(model, int(batch), int(warmup), int(steps), forever=args.forever)
         return
-    run(args.models, args.also, args.record)
+    run(args.models, args.also, args.record, args.repeat)

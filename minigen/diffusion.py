@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, is_dataclass, replace
 import torch
 from torch import nn
 
+from . import threads
 from .nn import check_values
 
 SCHEDULES = ("linear", "cosine")
@@ -293,7 +294,11 @@ def guided_eps(model, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None
 # ----------------------------------------------------------------------------------------------------
 
 def _eps_fn(model, y, guidance, null_label):
-    return lambda x, t: guided_eps(model, x, t, y, guidance, null_label)
+    def eps(x, t):
+        if x.device.type == "cpu":
+            threads.adapt()  # a clock read; every few seconds a look at the machine (minigen/threads.py)
+        return guided_eps(model, x, t, y, guidance, null_label)
+    return eps
 
 
 def _start(shape, x_T, generator, device) -> torch.Tensor:

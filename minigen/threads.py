@@ -1,52 +1,72 @@
-"""CPU threads on a shared laptop: what torch does, what it costs beside other programs, and the opt-in fix.
+"""CPU threads on a shared laptop: torch's pool shrinks while other programs keep a core busy, and grows back.
 
 torch runs its CPU ops on an OpenMP pool with one thread per core, and every parallel region ends at a barrier
 that waits for the slowest thread. When another program wants a core too (a second notebook, `make test`, a
-browser tab), the pool has more runnable threads than the machine has cores, the OS deschedules one, and every
-barrier waits for it. Measured on the course's 2-core machine (`python -m minigen.bench cpu --record`,
-docs/results.md "cpu_threads", 2026-12-02), ms per training step, autoencoder / U-Net (cpu presets):
+browser tab), the pool has more runnable threads than the machine has free cores, the OS deschedules one, and
+every barrier waits for it. minigen therefore sizes the pool to the cores the other programs leave free:
 
-    setting                   quiet           beside a torch job    beside a busy core
-    torch's defaults          20.1 / 33.5     55.0 / 99.6 (2.7x / 3.0x)   40.6 / 68.7 (2.0x / 2.0x)
-    MINIGEN_THREADS=adapt     20.8 / 34.7     32.1 / 56.9 (1.6x / 1.7x)   29.0 / 53.5 (1.4x / 1.6x)
-    OMP_NUM_THREADS=1         31.1 / 52.2     32.1 / 53.6                 29.0 / 51.8
-    OMP_WAIT_POLICY=PASSIVE   23.9 / 60.2     40.6 / 76.5                 42.0 / 88.3
-    GOMP_SPINCOUNT=10000      18.9 / 33.9     94.6 / 361.5                60.1 / 263.1
+    - at `import minigen` (before torch has run an op, so its pool starts at that size) it looks at the machine
+      for FIRST_LOOK seconds; `minigen.setup()` looks again, and `adapt()`, which the training loop, the
+      samplers and the metric classifier call as they go, looks every INTERVAL seconds. Each look reads how
+      many cores the *other* processes kept busy (Linux: /proc/stat minus this process's own CPU time) and sets
+      `torch.set_num_threads(cores - busy cores, at least 1)`;
+    - your own OMP_NUM_THREADS or MKL_NUM_THREADS, or a call to torch.set_num_threads, always wins: minigen then
+      never touches the pool. OMP_WAIT_POLICY is left as you set it (minigen sets no OpenMP variable);
+    - MINIGEN_THREADS=off keeps torch's pool as it is.
 
-(x: against the same model's quiet time with torch's defaults.) OpenMP's wait policy is not the lever: passive
-waiting costs the quiet machine 1.2-1.8x and a short spin makes contention worse. One thread per job is the fix
-under load and 1.5x slower when quiet.
+Measured on the course's 2-core machine, `python -m minigen.bench cpu --record` (table in docs/results.md,
+"cpu_threads"; MEASURED below is filled from it). Why this and not OpenMP's passive wait policy, which the issue
+that asked for this suggested: passive waiting costs the *quiet* machine 1.2-1.8x (a thread that sleeps at every
+barrier must be woken at the next), and a short spin count makes contention worse. A smaller pool is free when
+the machine is quiet (it is not smaller then) and as fast as one thread per job under load.
 
-The fix is a smaller pool while something else runs, but the thread count changes the rounding of parallel sums:
-the same seed then gives other numbers in the last digits (checked: weights after 10 steps differ at 1 and 2
-threads). The course promises the same numbers for the same seed, so minigen keeps torch's pool by default and
-offers the rest:
-
-    - the setup line (`describe()`) says how many threads torch uses and warns when other programs are keeping
-      a core busy right now (README, "Troubleshooting");
-    - MINIGEN_THREADS=adapt: `adapt()`, which `minigen.train` calls every step (it does real work every
-      `INTERVAL` seconds), reads how many cores the *other* processes kept busy since its last look (Linux:
-      /proc/stat minus this process's own CPU time) and sets `torch.set_num_threads(cores - busy cores, at
-      least 1)`: fast beside other jobs, not bit-reproducible;
-    - OMP_NUM_THREADS, MKL_NUM_THREADS or your own torch.set_num_threads always win (adapt stops at once).
+The price, said where it is paid: the thread count changes how parallel sums are split, so the same seed gives
+other last digits with 1 thread than with 2, and training then drifts a little. On a quiet machine the pool never
+changes and every run repeats number for number; when minigen does shrink it, it prints one line saying so.
+Machines without /proc/stat (macOS, Windows) keep torch's pool: the setup line says so, and README
+"Troubleshooting" says what to do there.
 """
 import os
 import time
+from contextlib import contextmanager
 
-INTERVAL = 2.0    # seconds between looks: a look costs ~50 us; a change of load is followed within 2 s
-MIN_SHARE = 0.5   # another process counts as a busy core from half a core's use (a browser's idle tab does not)
+ENV = "MINIGEN_THREADS"
+MODES = ("adapt", "off")
+INTERVAL = 2.0     # seconds between looks: a look costs ~50 us; a change of load is followed within 2 s
+FIRST_LOOK = 0.1   # seconds the import-time look watches the machine (10 clock ticks of a busy core)
+SETUP_LOOK = 0.25  # the setup line's look: long enough that a blip while Jupyter starts the kernel averages out
+MIN_SHARE = 0.5    # another process counts as a busy core from half a core's use (a browser's idle tab does not)
 
-_state = {"next": 0.0, "last": None, "ours": None, "max": None, "off": None}
+
+def _fresh_state() -> dict:
+    # next: when adapt() looks again; last: the reading it compares with; ours: the pool size minigen set;
+    # max: the pool torch started with; off: why minigen leaves the pool alone (None: it adapts); told: the
+    # one-line notice about a shrunk pool was printed; others: the other programs' cores at the last look
+    return {"next": 0.0, "last": None, "ours": None, "max": None, "off": None, "told": False, "others": 0.0}
+
+
+_state = _fresh_state()
+
+
+def mode() -> str:
+    """MINIGEN_THREADS: 'adapt' (the default) or 'off'; anything else is a clear error."""
+    raw = os.environ.get(ENV, "")
+    value = raw.strip().lower() or "adapt"
+    if value not in MODES:
+        raise ValueError(f"{ENV}={raw!r} is not a setting minigen knows: use 'adapt' (the default: the pool "
+                         "shrinks while other programs keep a core busy) or 'off' (torch's pool as it is)")
+    return value
 
 
 def _disabled_reason() -> str | None:
-    if os.environ.get("MINIGEN_THREADS", "").strip().lower() != "adapt":
-        return "torch's default pool (one per core; MINIGEN_THREADS=adapt shrinks it beside other programs)"
+    """Why minigen leaves torch's pool alone, or None when it adapts it."""
+    if mode() == "off":
+        return f"torch's pool as it is ({ENV}=off)"
     yours = [f"{k}={os.environ[k]}" for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS") if os.environ.get(k, "").strip()]
     if yours:
         return f"yours ({', '.join(yours)})"
     if not os.path.exists("/proc/stat"):
-        return "torch's defaults (no /proc/stat to see other programs' load)"
+        return "torch's pool as it is (no /proc/stat here to see other programs' load: README, Troubleshooting)"
     return None
 
 
@@ -59,60 +79,124 @@ def _cpu_seconds() -> tuple[float, float, float]:
     return time.monotonic(), busy, time.process_time()
 
 
+def _others(first: tuple, last: tuple) -> float:
+    """Cores' worth of CPU the other processes used between two readings."""
+    return max(0.0, (last[1] - first[1]) - (last[2] - first[2])) / (last[0] - first[0])
+
+
 def threads_for(max_threads: int, others_busy: float) -> int:
     """The pool size beside `others_busy` cores' worth of other programs: every core they leave, at least one."""
     busy_cores = int(others_busy + (1.0 - MIN_SHARE))                   # 0.5 -> 1 busy core, 0.4 -> 0
     return max(1, min(max_threads, max_threads - busy_cores))
 
 
-def adapt(now: float | None = None) -> int:
-    """Look at the machine at most every INTERVAL seconds and resize torch's pool; return the thread count."""
+def _begin() -> bool:
+    """Decide, once per process, who owns the pool; True when minigen adapts it."""
     import torch
 
-    if _state["max"] is None:                                          # the first call: who decides, and the pool
+    if _state["max"] is None:
         _state["off"] = _disabled_reason()
         _state["max"] = _state["ours"] = torch.get_num_threads()
-    if _state["off"] is not None:
-        return torch.get_num_threads()
-    if torch.get_num_threads() != _state["ours"]:                       # the user called torch.set_num_threads
+    elif _state["off"] is None and torch.get_num_threads() != _state["ours"]:   # the user called set_num_threads
         _state["off"] = f"yours (torch.set_num_threads({torch.get_num_threads()}))"
+    return _state["off"] is None
+
+
+def _apply(others: float, announce: bool) -> int:
+    """Size the pool beside `others` busy cores; the first time it is below torch's own size, say so once."""
+    import torch
+
+    _state["others"] = others
+    wanted = threads_for(_state["max"], others)
+    if wanted != _state["ours"]:
+        torch.set_num_threads(wanted)
+        _state["ours"] = wanted
+    if announce and wanted < _state["max"] and not _state["told"]:
+        _state["told"] = True
+        print(f"minigen: other programs are keeping {others:.1f} cores busy, so torch now uses {wanted} of "
+              f"{_state['max']} threads until they stop (faster beside them; the last digits of results may "
+              f"differ from a quiet run's; {ENV}=off keeps the pool)", flush=True)
+    return wanted
+
+
+def start(seconds: float = FIRST_LOOK) -> None:
+    """At `import minigen`: size the pool for what the machine is doing now, before torch runs an op (its
+    OpenMP pool starts at the first parallel op, at the size set by then). Silent: setup() prints the line."""
+    if not _begin():
+        return
+    first = _cpu_seconds()
+    time.sleep(seconds)
+    _state["last"] = _cpu_seconds()
+    _state["next"] = _state["last"][0] + INTERVAL
+    _apply(_others(first, _state["last"]), announce=False)
+
+
+def adapt(now: float | None = None, force: bool = False, announce: bool = True) -> int:
+    """Look at the machine at most every INTERVAL seconds (`force`: now) and resize torch's pool; return the
+    thread count. Cheap between looks (a clock read), so loops call it every step. The first shrink in a process
+    prints one line saying so (`announce`)."""
+    import torch
+
+    if not _begin():
         return torch.get_num_threads()
     now = time.monotonic() if now is None else now
-    if now < _state["next"]:
+    if now < _state["next"] and not force:
         return _state["ours"]
     _state["next"] = now + INTERVAL
     sample, last = _cpu_seconds(), _state["last"]
     _state["last"] = sample
     if last is not None and sample[0] > last[0]:
-        others = max(0.0, (sample[1] - last[1]) - (sample[2] - last[2])) / (sample[0] - last[0])
-        wanted = threads_for(_state["max"], others)
-        if wanted != _state["ours"]:
-            torch.set_num_threads(wanted)
-            _state["ours"] = wanted
+        _apply(_others(last, sample), announce)
     return _state["ours"]
 
 
-def others_busy(seconds: float = 0.25) -> float | None:
+@contextmanager
+def fixed():
+    """Hold torch's pool at its present size inside the block: the block's numbers repeat exactly, whatever else
+    the machine does meanwhile (the tests compare two runs this way)."""
+    held = _begin()
+    if held:
+        _state["off"] = "held (minigen.threads.fixed())"
+    try:
+        yield
+    finally:
+        if held and _state["off"] == "held (minigen.threads.fixed())":
+            _state["off"] = None
+
+
+def others_busy(seconds: float = SETUP_LOOK) -> float | None:
     """Cores' worth of CPU the other programs used over the next `seconds` (None without /proc/stat)."""
     if not os.path.exists("/proc/stat"):
         return None
     first = _cpu_seconds()
     time.sleep(seconds)
-    last = _cpu_seconds()
-    return max(0.0, (last[1] - first[1]) - (last[2] - first[2])) / (last[0] - first[0])
+    return _others(first, _cpu_seconds())
 
 
 def describe() -> str:
-    """One line for the notebook's setup cell: torch's thread count, who decides it, and a warning when other
-    programs are keeping a core busy now (training will be slower than the README's table)."""
+    """One line for the notebook's setup cell: torch's thread count and who decides it; when other programs are
+    keeping a core busy, what minigen did about it (or, where it does not decide, that steps will be slower)."""
     import torch
 
-    off = _state["off"] if _state["off"] is not None else _disabled_reason()
-    n = torch.get_num_threads()
-    line = f"{n} thread{'s' if n != 1 else ''}, " + (off if off is not None else
-                                                     "minigen.train shrinks the pool beside other programs "
-                                                     "(MINIGEN_THREADS=adapt)")
-    busy = others_busy()
+    adapting = _begin()
+    if adapting:
+        since = time.monotonic() - _state["last"][0] if _state["last"] is not None else 0.0
+        if since < SETUP_LOOK:                     # look over at least SETUP_LOOK seconds
+            time.sleep(SETUP_LOOK - since)
+        adapt(force=True, announce=False)          # the line below says what it did
+        busy = _state["others"]
+    else:
+        busy = others_busy()
+    n, most = torch.get_num_threads(), _state["max"]
+    if adapting and n < most:
+        _state["told"] = True
+        return (f"{n} of {most} threads: other programs are keeping {busy:.1f} cores busy, so minigen gave "
+                f"{most - n} back until they stop (steps slower than a quiet machine's, README Troubleshooting; the "
+                f"last digits of results may differ from a quiet run's; {ENV}=off keeps {most})")
+    if adapting:
+        return (f"{n} thread{'s' if n != 1 else ''}; minigen gives cores back while other programs keep them busy "
+                f"({ENV}=off: never)")
+    line = f"{n} thread{'s' if n != 1 else ''}, {_state['off']}"
     if busy is not None and busy >= MIN_SHARE:
         line += (f" | other programs are keeping {busy:.1f} cores busy: steps may run 2-4x slower "
                  "(README, Troubleshooting)")

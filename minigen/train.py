@@ -238,7 +238,7 @@ class Trainer:
         adapt_threads = self.device.type == "cpu"
         while self.step < target:
             if adapt_threads:
-                threads.adapt()  # a no-op unless MINIGEN_THREADS=adapt (minigen/threads.py)
+                threads.adapt()  # a clock read; every INTERVAL s a look at the machine (minigen/threads.py)
             batch = self.sample(self.config.batch_size, self.data_rng)
             terms = self.train_step(_to_device(_shard(batch, self.rank, self.world), self.device))
             if self.step % self.config.log_every == 0 or self.step == self.config.steps:

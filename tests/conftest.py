@@ -14,15 +14,21 @@ if os.environ.get("MINIGEN_TEST_GPU") != "1":  # MINIGEN_TEST_GPU=1 runs the sam
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+torch.set_num_threads(min(2, os.cpu_count() or 1))  # before minigen: its pool then adapts within 1..2 threads
+
 import minigen  # noqa: E402
+from minigen import threads  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
 def _seeded():
-    """Every test starts from the same global RNG state, so a failure repeats."""
+    """Every test starts from the same global RNG state, so a failure repeats. Between tests torch's pool follows
+    what else the machine is doing (minigen/threads.py); within a test it is held, so a test that compares two
+    runs compares them at one thread count."""
     minigen.seed_everything(0)
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
-    yield
+    threads.adapt(announce=False)
+    with threads.fixed():
+        yield
 
 
 @pytest.fixture(autouse=True)

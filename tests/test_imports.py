@@ -5,10 +5,11 @@ a function, with relative imports resolved. The rules, by the importing module's
 
     kernels      imports only minigen.kernels
     patches      imports no other minigen module (data layout, below everything)
+    threads      imports no other minigen module (torch's CPU pool: any loop may call threads.adapt())
     nn           imports only kernels and patches
-    diffusion    imports only nn, patches, kernels (model-agnostic)
+    diffusion    imports only nn, patches, kernels, threads (model-agnostic)
     a model file imports only nn, patches, kernels, diffusion; never another model file, recipes or a side library
-    side libraries (data, viz, metrics, train, results, profile, threads, edits) import no model file and not recipes
+    side libraries (data, viz, metrics, train, results, profile, edits) import no model file and not recipes
     nothing imports from notebooks/
 """
 import ast
@@ -18,13 +19,14 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "minigen"
-SIDE = ("data", "viz", "metrics", "train", "results", "profile", "threads", "edits")
+SIDE = ("data", "viz", "metrics", "train", "results", "profile", "edits")
 ARROW = "notebooks -> recipes -> models -> nn -> kernels"
 ALLOWED = {  # layer -> the layers it may import from inside minigen (None: any but the forbidden below)
     "kernels": {"kernels"},
     "patches": set(),
+    "threads": set(),
     "nn": {"kernels", "patches"},
-    "diffusion": {"nn", "patches", "kernels"},
+    "diffusion": {"nn", "patches", "kernels", "threads"},
     "model file": {"nn", "patches", "kernels", "diffusion"},
 }
 FORBIDDEN = {"side library": {"model file", "models package", "recipes"}}
@@ -50,7 +52,7 @@ def layer(module: str) -> str:
         return "model file" if len(parts) > 2 else "models package"
     if head in SIDE:
         return "side library"
-    return head  # kernels, nn, patches, diffusion, recipes, checkpoints, bench, exercises, ...
+    return head  # kernels, nn, patches, threads, diffusion, recipes, checkpoints, bench, exercises, ...
 
 
 def imports(source: str, module: str, is_package: bool, known: set[str]):
