@@ -10,7 +10,7 @@ process per measurement, under three conditions:
 for each setting: torch's own pool (MINIGEN_THREADS=off, what torch does without minigen), minigen's default (the
 pool gives cores back while other programs keep them busy, minigen/threads.py), and any candidates given with
 --also (e.g. --also MINIGEN_THREADS=off,OMP_WAIT_POLICY=PASSIVE --also OMP_NUM_THREADS=1). Figures are median
-milliseconds per step (the median of --repeat measurements) and ratios to torch's own quiet time in the same run;
+milliseconds per step (the median of --repeat measurements, the settings taking turns) and ratios to torch's own quiet time in the same run;
 `--record` stores them in docs/results.md ("cpu_threads"). Nothing else should run on the machine meanwhile.
 """
 import json
@@ -68,11 +68,8 @@ def _worker_cmd(model: str, forever: bool = False) -> list[str]:
             str(m["steps"])] + (["--forever"] if forever else [])
 
 
-def measure(model: str, setting: dict, condition: str, repeat: int = 1) -> float:
-    """Median ms per training step of `model` under `setting` (environment variables) and `condition`; with
-    `repeat`, the median of that many measurements."""
-    if repeat > 1:
-        return statistics.median(measure(model, setting, condition) for _ in range(repeat))
+def measure(model: str, setting: dict, condition: str) -> float:
+    """Median ms per training step of `model` under `setting` (environment variables) and `condition`."""
     background = None
     if condition == "torch job":
         background = subprocess.Popen(_worker_cmd(model, forever=True), env=_env(setting),
@@ -99,17 +96,24 @@ def settings(also: list[str]) -> dict[str, dict]:
 
 
 def run(models=None, also=(), record=False, repeat=1) -> list[dict]:
+    """Time every (model, setting, condition). The settings take turns within each condition and each round of
+    `repeat`, so a machine that drifts (a shared VM's neighbours) shifts every setting alike, not one of them."""
     models = list(models or MODELS)
     chosen = settings(list(also))
     print(f"minigen.bench cpu: {os.cpu_count()} cores; median ms per training step (batch: "
           + ", ".join(f"{m} {MODELS[m]['batch']}" for m in models) + "); x = slowdown vs the same model's quiet time "
-          f"with torch's own pool; median of {repeat} measurement{'s' if repeat > 1 else ''} each")
+          f"with torch's own pool; median of {repeat} measurement{'s' if repeat > 1 else ''} each, settings in turn")
     rows = []
     for model in models:
-        for name, setting in chosen.items():
-            for condition in CONDITIONS:
-                rows.append(dict(model=model, setting=name, condition=condition, ms=measure(model, setting, condition, repeat)))
-                print(f"  {model:<12} {name:<44} {condition:<10} {rows[-1]['ms']:9.1f} ms", flush=True)
+        for condition in CONDITIONS:
+            times = {name: [] for name in chosen}
+            for _ in range(repeat):
+                for name, setting in chosen.items():
+                    times[name].append(measure(model, setting, condition))
+            for name in chosen:
+                rows.append(dict(model=model, setting=name, condition=condition, ms=statistics.median(times[name])))
+                print(f"  {model:<12} {name:<44} {condition:<10} {rows[-1]['ms']:9.1f} ms  "
+                      f"({', '.join(f'{t:.1f}' for t in times[name])})", flush=True)
     print()
     print(table(rows))
     if record:

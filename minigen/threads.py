@@ -14,11 +14,22 @@ every barrier waits for it. minigen therefore sizes the pool to the cores the ot
       never touches the pool. OMP_WAIT_POLICY is left as you set it (minigen sets no OpenMP variable);
     - MINIGEN_THREADS=off keeps torch's pool as it is.
 
-Measured on the course's 2-core machine, `python -m minigen.bench cpu --record` (table in docs/results.md,
-"cpu_threads"; MEASURED below is filled from it). Why this and not OpenMP's passive wait policy, which the issue
-that asked for this suggested: passive waiting costs the *quiet* machine 1.2-1.8x (a thread that sleeps at every
-barrier must be woken at the next), and a short spin count makes contention worse. A smaller pool is free when
-the machine is quiet (it is not smaller then) and as fast as one thread per job under load.
+Measured on the course's 2-core machine (Intel Xeon, 2026-12-05; `python -m minigen.bench cpu --repeat 3 --record`,
+docs/results.md "cpu_threads"), ms per training step of the autoencoder / U-Net (cpu presets), and x against the
+same model's quiet time with torch's own pool:
+
+    setting                              quiet           beside a torch job           beside a busy core
+    torch's pool (MINIGEN_THREADS=off)   23.7 / 50.0     47.6 / 208.2 (2.0x / 4.2x)   46.6 / 168.0 (2.0x / 3.4x)
+    minigen's default                    22.7 / 51.0     33.3 / 80.5  (1.4x / 1.6x)   34.0 / 80.5  (1.4x / 1.6x)
+    OMP_WAIT_POLICY=PASSIVE (pool off)   31.5 / 86.0     44.3 / 111.9 (1.9x / 2.2x)   44.7 / 125.9 (1.9x / 2.5x)
+    OMP_NUM_THREADS=1                    34.2 / 81.7     34.8 / 78.7  (1.5x / 1.6x)   32.0 / 82.2  (1.3x / 1.6x)
+
+Why the pool size and not OpenMP's passive wait policy, which the issue that asked for this suggested: passive
+waiting costs the quiet machine 1.3-1.7x (a thread that sleeps at every barrier must be woken at the next), and
+an earlier run (AMD EPYC, 2026-12-02) found a short GOMP_SPINCOUNT worse than the default under contention. One
+thread per job is as good under load but 1.4-1.6x slower when quiet; a pool that follows the load is both. On 4-8
+core laptops the same rule gives back only the cores that are busy (a browser tab: one of eight), so most of the
+pool keeps working, and torch's own pool would suffer the same barrier stalls there.
 
 The price, said where it is paid: the thread count changes how parallel sums are split, so the same seed gives
 other last digits with 1 thread than with 2, and training then drifts a little. On a quiet machine the pool never
