@@ -31,7 +31,7 @@ REBUILD = "rebuild it with:  python data/train_classifier.py   (or: git checkout
 __all__ = ["MnistClassifier", "load_classifier", "classifier_features", "classifier_probs",
            "gaussian_frechet_distance", "frechet_distance", "fd", "fd_floor", "fd_noise",
            "classifier_score", "classifier_score_from_probs", "precision_recall", "bits_per_dim",
-           "iwae_bound", "evaluate_samples", "format_table"]
+           "iwae_bound", "clip_score", "evaluate_samples", "format_table"]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -279,6 +279,18 @@ def iwae_bound(log_weights: torch.Tensor) -> torch.Tensor:
     if log_weights.ndim != 2:
         raise ValueError(f"log_weights must be (K, N), got shape {tuple(log_weights.shape)}")
     return torch.logsumexp(log_weights, dim=0) - math.log(log_weights.shape[0])
+
+
+def clip_score(image_emb: torch.Tensor, text_emb: torch.Tensor, weight: float = 2.5) -> torch.Tensor:
+    """CLIPScore of N image-text pairs (Hessel et al. 2021, arXiv 2104.08718): weight * max(cos(image, text), 0)
+    per pair, (N,). The weight 2.5 stretches CLIP's usual cosines (about 0-0.4 for ViT-B/32) over 0-1; with the
+    course's tiny CLIP read it beside the band of real, one-word-changed and shuffled pairs (notebook 10), not
+    on its own. Embeddings need not be unit vectors: they are normalized here."""
+    if image_emb.ndim != 2 or image_emb.shape != text_emb.shape:
+        raise ValueError(f"clip_score expects two (N, E) embeddings of one shape, got {tuple(image_emb.shape)} "
+                         f"and {tuple(text_emb.shape)}")
+    cos = torch.nn.functional.cosine_similarity(image_emb.float(), text_emb.float(), dim=-1)   # (N,)
+    return weight * cos.clamp(min=0)
 
 
 # ----------------------------------------------------------------------------------------------------

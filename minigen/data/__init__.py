@@ -2,15 +2,18 @@
 labels, attributes and captions alongside in a small dataclass. Nothing downloads at run time.
 
 - MNIST: the full 50k/10k/10k digits shipped as data/mnist.npz (`load_mnist`)
-- procedural sets, deterministic functions of a seed: toy 2-D densities, captioned shapes, cartoon faces with
-  binary attributes, moving-shape videos with per-frame actions
+- procedural sets, deterministic functions of a seed: toy 2-D densities, captioned shapes, scenes of one to
+  three captioned shapes (full and short captions), cartoon faces with binary attributes, moving-shape videos
+  with per-frame actions
 """
 from .faces import Faces, make_faces
 from .mnist import DataFileError, LabeledImages, load_mnist
+from .scenes import SCENE_VOCAB, Scenes, detokenize_scenes, make_scenes, tokenize_scenes
 from .shapes import CaptionedShapes, caption_for, make_shapes, tokenize
 from .toy2d import TOY2D, sample_toy2d, toy2d_log_prob
 from .video import ACTIONS, MovingShapes, apply_action, make_moving_shapes, render_frames
 
 __all__ = ["DataFileError", "LabeledImages", "load_mnist", "TOY2D", "sample_toy2d", "toy2d_log_prob",
            "CaptionedShapes", "make_shapes", "caption_for", "tokenize", "Faces", "make_faces",
-           "ACTIONS", "MovingShapes", "make_moving_shapes", "apply_action", "render_frames"]
+           "ACTIONS", "MovingShapes", "make_moving_shapes", "apply_action", "render_frames",
+           "Scenes", "make_scenes", "tokenize_scenes", "detokenize_scenes", "SCENE_VOCAB"]

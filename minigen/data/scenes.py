@@ -1,0 +1,166 @@
+"""Scenes: one to three captioned shapes in an image, each described twice, carefully and carelessly.
+
+Notebook 10 (a tiny CLIP, the CLIP score, a captioner, recaptioning) and notebook 11 (text-to-image) learn from
+this set. Every object is a shape of captioned shapes (minigen/data/shapes.py): a shape, a colour, a size and one
+of the five positions, no two objects at one position. Each scene has two captions:
+
+    full    names every object, in the order of POSITIONS:
+            "a small red circle in the top left and a large blue square in the center"
+    short   what a careless annotator writes (DALL-E 3's motivation, Betker et al. 2023): one object without its
+            size and position ("a red circle"), the shapes without their colours ("a circle and a square"), or
+            one object in full ("a small red circle in the top left")
+
+Both are true of the image; only the full one pins it down. For compositional tests, four colour-shape pairs
+(HELD_OUT) never appear in the "train" split; in the "heldout" split the first object is always one of them and
+the others are not. Deterministic and nested, like every procedural set: the first m scenes of
+`make_scenes(n, seed, split=s)` are `make_scenes(m, seed, split=s)`.
+
+    scenes = make_scenes(10_000, seed=0)          # Scenes: images (N, 3, 32, 32) in [-1, 1], captions, short
+    scenes.shape[:, 0], scenes.count              # attribute indices per object slot (-1: no object), 1..3
+"""
+from dataclasses import dataclass
+from typing import ClassVar, Sequence
+
+import torch
+
+from .shapes import (COLORS, POSITIONS, RGB, SHAPES, SIZES, VOCAB, CENTERS, check_int, chunked, paint, pick,
+                     pixel_grid, shape_alpha, uniform_table)
+
+MAX_OBJECTS = 3
+SCENE_RADII = (0.17, 0.25)  # small, large: two large squares at a corner and the centre, jittered towards each other,
+                            # still do not touch (corners reach 1.16 r along a diagonal; centres >= 0.65 apart)
+HELD_OUT = (("red", "cross"), ("green", "triangle"), ("blue", "circle"), ("yellow", "square"))  # (colour, shape)
+SPLITS = ("train", "heldout", "any")
+SCENE_VOCAB = (*VOCAB, "and")
+SCENE_CONTEXT = MAX_OBJECTS * 8 + (MAX_OBJECTS - 1)  # three 8-word objects joined by "and": 26 words
+SHORT_STYLES = ("colour and shape", "shapes only", "one object")
+
+_HELD = tuple((COLORS.index(c), SHAPES.index(s)) for c, s in HELD_OUT)
+_TRAIN_PAIRS = tuple((c, s) for c in range(len(COLORS)) for s in range(len(SHAPES)) if (c, s) not in _HELD)
+_ALL_PAIRS = tuple((c, s) for c in range(len(COLORS)) for s in range(len(SHAPES)))
+K = 2 + MAX_OBJECTS * 5 + len(POSITIONS)  # uniforms per scene: count, short style, per object 5, slot order
+
+
+@dataclass
+class Scenes:
+    images: torch.Tensor    # (N, 3, H, W) float in [-1, 1]
+    captions: list[str]     # N full captions: every object, in the order of POSITIONS
+    short: list[str]        # N short captions: true, but leave things out
+    count: torch.Tensor     # (N,) int64 objects in the scene, 1..MAX_OBJECTS
+    shape: torch.Tensor     # (N, MAX_OBJECTS) int64 index into SHAPES; -1 where a slot has no object
+    color: torch.Tensor     # (N, MAX_OBJECTS) int64 index into COLORS, -1 likewise
+    scale: torch.Tensor     # (N, MAX_OBJECTS) int64 index into SIZES, -1 likewise
+    position: torch.Tensor  # (N, MAX_OBJECTS) int64 index into POSITIONS, increasing along a row; -1 likewise
+
+    SHAPES: ClassVar[tuple[str, ...]] = SHAPES
+    COLORS: ClassVar[tuple[str, ...]] = COLORS
+    SIZES: ClassVar[tuple[str, ...]] = SIZES
+    POSITIONS: ClassVar[tuple[str, ...]] = POSITIONS
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def to(self, device) -> "Scenes":
+        return Scenes(self.images.to(device), self.captions, self.short, self.count.to(device),
+                      self.shape.to(device), self.color.to(device), self.scale.to(device), self.position.to(device))
+
+    def objects(self, i: int) -> list[tuple[str, str, str, str]]:
+        """Scene i's objects as (size, colour, shape, position) words, in caption order."""
+        return [(SIZES[self.scale[i, j]], COLORS[self.color[i, j]], SHAPES[self.shape[i, j]],
+                 POSITIONS[self.position[i, j]]) for j in range(int(self.count[i]))]
+
+
+def describe_object(shape: int, color: int, scale: int, position: int) -> str:
+    """One object in full: "a small red circle in the top left" (the caption of captioned shapes)."""
+    return f"a {SIZES[int(scale)]} {COLORS[int(color)]} {SHAPES[int(shape)]} in the {POSITIONS[int(position)]}"
+
+
+def full_caption(objects: Sequence[tuple[int, int, int, int]]) -> str:
+    """Every object, (shape, colour, size, position) indices each, joined by "and"."""
+    return " and ".join(describe_object(*o) for o in objects)
+
+
+def short_caption(objects: Sequence[tuple[int, int, int, int]], style: int) -> str:
+    """A careless annotator's caption in one of SHORT_STYLES: true of the scene, but incomplete."""
+    if style == 0:
+        shape, color = objects[0][:2]
+        return f"a {COLORS[color]} {SHAPES[shape]}"
+    if style == 1:
+        return " and ".join(f"a {SHAPES[o[0]]}" for o in objects)
+    return describe_object(*objects[0])
+
+
+def make_scenes(n: int, seed: int = 0, size: int = 32, split: str = "train") -> Scenes:
+    """n scenes of 1..MAX_OBJECTS objects, (n, 3, size, size) in [-1, 1]: a pure function of its arguments."""
+    check_int("n", n, 1)
+    check_int("size", size, 24)
+    if split not in SPLITS:
+        raise ValueError(f"split {split!r}: choose one of {SPLITS}")
+    u = uniform_table(n, K, seed)                                              # (n, K)
+    count = pick(u[:, 0], MAX_OBJECTS) + 1                                     # (n,) 1..3
+    style = pick(u[:, 1], len(SHORT_STYLES))                                   # (n,)
+    per = u[:, 2:2 + 5 * MAX_OBJECTS].view(n, MAX_OBJECTS, 5)                  # (n, 3, 5): pair, size, jitter x3
+    slots = u[:, 2 + 5 * MAX_OBJECTS:].argsort(dim=1)[:, :MAX_OBJECTS]         # (n, 3) distinct random positions
+    present = torch.arange(MAX_OBJECTS) < count[:, None]                       # (n, 3)
+    slots = torch.where(present, slots, len(POSITIONS)).sort(dim=1).values     # present slots first, in order
+    train, every, held = (torch.tensor(p) for p in (_TRAIN_PAIRS, _ALL_PAIRS, _HELD))  # (P, 2) (colour, shape)
+    pool = every if split == "any" else train
+    pairs = pool[pick(per[..., 0], len(pool))]                                 # (n, 3, 2)
+    if split == "heldout":
+        pairs[:, 0] = held[pick(per[:, 0, 0], len(held))]                      # the first object: a held-out pair
+    color, shape = pairs[..., 0], pairs[..., 1]
+    scale = pick(per[..., 1], len(SIZES))
+    absent = ~present
+    position = slots.masked_fill(absent, -1)
+    shape, color, scale = (t.masked_fill(absent, -1) for t in (shape, color, scale))
+
+    images = chunked(lambda *rows: _render(*rows, size), shape, color, scale, position, per[..., 2:])
+    rows = torch.stack([shape, color, scale, position], dim=-1).tolist()       # (n, 3, 4) as lists
+    objects = [[tuple(o) for o in row[:c]] for row, c in zip(rows, count.tolist())]
+    return Scenes(images, [full_caption(o) for o in objects],
+                  [short_caption(o, s) for o, s in zip(objects, style.tolist())],
+                  count, shape, color, scale, position)
+
+
+def _render(shape, color, scale, position, jitter, size: int) -> torch.Tensor:
+    """Objects painted in slot order on black: (n, 3, size, size) in [-1, 1]."""
+    n = len(shape)
+    x, y = pixel_grid(size)                                                    # (1, H, W) each
+    canvas = torch.zeros(n, 3, size, size)
+    centers, rgb = torch.tensor(CENTERS), torch.tensor(RGB)
+    for j in range(MAX_OBJECTS):
+        rows = position[:, j] >= 0
+        if not rows.any():
+            continue
+        k = rows.nonzero().squeeze(1)                                          # (m,) scenes with a j-th object
+        centre = centers[position[k, j]] + 0.04 * (jitter[k, j, :2] - 0.5)     # (m, 2) jitter +-0.02
+        radius = torch.tensor(SCENE_RADII)[scale[k, j]] * (0.95 + 0.1 * jitter[k, j, 2])  # (m,) +-5 %
+        alpha = shape_alpha(shape[k, j], x - centre[:, 0, None, None], y - centre[:, 1, None, None],
+                            radius[:, None, None], 2 / size)                   # (m, H, W)
+        canvas[k] = paint(canvas[k], alpha, rgb[color[k, j]])
+    return canvas * 2 - 1
+
+
+def tokenize_scenes(captions: str | Sequence[str], length: int = SCENE_CONTEXT) -> torch.Tensor:
+    """Scene captions -> (N, length) int64 indices into SCENE_VOCAB, padded with 0 on the right; an unknown word
+    or a caption that is too long is a ValueError that names it."""
+    captions = [captions] if isinstance(captions, str) else list(captions)
+    index = {word: i for i, word in enumerate(SCENE_VOCAB)}
+    tokens = torch.zeros(len(captions), length, dtype=torch.long)
+    for row, caption in enumerate(captions):
+        words = caption.lower().split()
+        if len(words) > length:
+            raise ValueError(f"caption {caption!r} has {len(words)} words; at most {length} fit")
+        unknown = [w for w in words if w not in index]
+        if unknown:
+            raise ValueError(f"unknown word{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} in "
+                             f"{caption!r}: the scenes' vocabulary is {' '.join(SCENE_VOCAB[1:])}")
+        tokens[row, :len(words)] = torch.tensor([index[w] for w in words], dtype=torch.long)
+    return tokens
+
+
+def detokenize_scenes(tokens: torch.Tensor) -> list[str]:
+    """(N, L) indices into SCENE_VOCAB -> captions, padding dropped: the inverse of tokenize_scenes."""
+    if tokens.ndim != 2:
+        raise ValueError(f"tokens must be (N, L), got shape {tuple(tokens.shape)}")
+    return [" ".join(SCENE_VOCAB[i] for i in row if i != 0) for row in tokens.tolist()]
