@@ -31,7 +31,7 @@ from .kernels import attention, gated_residual, groupnorm_silu, layernorm_modula
 from .patches import patchify, tubeletify, unpatchify, untubeletify
 
 __all__ = ["check_images", "check_values", "timestep_embedding", "TimestepEmbedder", "LabelEmbedder", "modulate",
-           "Attention", "Mlp", "TransformerBlock", "init_transformer", "ConvResBlock", "conv_encoder",
+           "Attention", "Mlp", "TransformerBlock", "PatchEncoder", "init_transformer", "ConvResBlock", "conv_encoder",
            "conv_decoder", "group_norm_silu", "patchify", "unpatchify", "tubeletify", "untubeletify"]
 
 LN_EPS = 1e-6  # DiT's LayerNorm epsilon, also the fused layernorm_modulate kernel's default
@@ -260,6 +260,41 @@ class TransformerBlock(nn.Module):
         x = gated_residual(x, self.attn(layernorm_modulate(x, shift1, scale1, eps=LN_EPS), **masks), gate1)
         x = self._cross(x, context, context_mask)
         return gated_residual(x, self.mlp(layernorm_modulate(x, shift2, scale2, eps=LN_EPS)), gate2)
+
+
+class PatchEncoder(nn.Module):
+    """A small ViT body: (B, C, H, W) images in [-1, 1] -> patch tokens (B, N, dim), N = (H/p)(W/p), row-major.
+
+        patchify p -> Linear(p*p*C, dim) + learned positions -> depth x TransformerBlock -> LayerNorm
+
+    The image side of notebook 10's CLIP and captioner. Positions start at std 0.02 (ViT); call
+    `init_transformer` on the owner first, then `reset_positions()`, as CLIP and the captioner do."""
+
+    def __init__(self, image_size: int, in_channels: int, patch_size: int, dim: int, depth: int, heads: int):
+        super().__init__()
+        if image_size % patch_size:
+            raise ValueError(f"PatchEncoder: patch_size {patch_size} must divide image_size {image_size}")
+        self.image_shape = (in_channels, image_size, image_size)
+        self.patch_size = patch_size
+        self.embed = nn.Linear(patch_size * patch_size * in_channels, dim)
+        self.pos = nn.Parameter(torch.zeros(1, (image_size // patch_size) ** 2, dim))
+        self.blocks = nn.ModuleList(TransformerBlock(dim, heads) for _ in range(depth))
+        self.norm = nn.LayerNorm(dim, eps=LN_EPS)
+        self.reset_positions()
+
+    def reset_positions(self) -> None:
+        nn.init.normal_(self.pos, std=0.02)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        c, s, _ = self.image_shape
+        if images.ndim != 4 or tuple(images.shape[1:]) != self.image_shape:
+            raise ValueError(f"expected images of shape (B, {c}, {s}, {s}), got {tuple(images.shape)}")
+        if not images.is_floating_point():
+            raise TypeError(f"expected float images in [-1, 1], got dtype {images.dtype}")
+        x = self.embed(patchify(images, self.patch_size)) + self.pos        # (B, N, dim)
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x)                                                 # (B, N, dim)
 
 
 def init_transformer(module: nn.Module) -> None:

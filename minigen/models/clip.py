@@ -3,8 +3,8 @@
 Radford et al., "Learning Transferable Visual Models From Natural Language Supervision", 2021, arXiv 2103.00020.
 Both towers are small transformers on `minigen.nn` blocks; notebook 10 builds them from scratch first.
 
-    image (B, 3, 32, 32) --patchify p--> (B, N, p*p*3) --Linear--> + learned positions --depth x block-->
-                         mean over tokens --LN--> Linear(dim, embed_dim) --normalize--> (B, E)
+    image (B, 3, 32, 32) --minigen.nn.PatchEncoder (patchify, Linear, positions, depth x block, LN)--> (B, N, dim)
+                         mean over tokens --> Linear(dim, embed_dim) --normalize--> (B, E)
     tokens (B, L) int64  --Embedding--> + learned positions --depth x block (padding masked)-->
                          mean over the words --LN--> Linear(dim, embed_dim) --normalize--> (B, E)
     logits = exp(logit_scale) * image_emb @ text_emb.T                      (B, B): the diagonal are the pairs
@@ -24,8 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..nn import LN_EPS, TransformerBlock, check_values, init_transformer
-from ..patches import patchify
+from ..nn import LN_EPS, PatchEncoder, TransformerBlock, check_values, init_transformer
 
 
 @dataclass
@@ -82,23 +81,14 @@ class ImageTower(nn.Module):
     def __init__(self, c: CLIPConfig):
         super().__init__()
         self.config = c
-        self.embed = nn.Linear(c.patch_size ** 2 * c.in_channels, c.dim)
-        self.pos = nn.Parameter(torch.zeros(1, c.num_patches, c.dim))
-        self.blocks = nn.ModuleList(TransformerBlock(c.dim, c.heads) for _ in range(c.image_depth))
-        self.norm = nn.LayerNorm(c.dim, eps=LN_EPS)
+        self.encoder = PatchEncoder(c.image_size, c.in_channels, c.patch_size, c.dim, c.image_depth, c.heads)
         self.head = nn.Linear(c.dim, c.embed_dim, bias=False)
 
     def tokens(self, images: torch.Tensor) -> torch.Tensor:
-        c = self.config
-        if images.ndim != 4 or tuple(images.shape[1:]) != (c.in_channels, c.image_size, c.image_size):
-            raise ValueError(f"CLIP expects images of shape (B, {c.in_channels}, {c.image_size}, {c.image_size}), "
-                             f"got {tuple(images.shape)}")
-        if not images.is_floating_point():
-            raise TypeError(f"CLIP expects float images in [-1, 1], got dtype {images.dtype}")
-        x = self.embed(patchify(images, c.patch_size)) + self.pos            # (B, N, dim)
-        for block in self.blocks:
-            x = block(x)
-        return self.norm(x)                                                  # (B, N, dim)
+        try:
+            return self.encoder(images)                                      # (B, N, dim)
+        except (ValueError, TypeError) as error:
+            raise type(error)(f"CLIP: {error}") from None
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.head(self.tokens(images).mean(dim=1)), dim=-1)  # (B, E)
@@ -153,9 +143,13 @@ class CLIP(nn.Module):
         """Transformer layers as every minigen transformer (init_transformer); positions and word embeddings small
         (std 0.02, as GPT-2 and ViT), so the patches' and words' own content dominates at the start."""
         init_transformer(self)
-        for p in (self.image.pos, self.text.pos):
-            nn.init.normal_(p, std=0.02)
+        self.image.encoder.reset_positions()
+        nn.init.normal_(self.text.pos, std=0.02)
         nn.init.normal_(self.text.embed.weight, std=0.02)
+
+    def no_weight_decay(self) -> set[str]:
+        """Positions stay out of weight decay (minigen.train.adamw), as word embeddings and the temperature do."""
+        return {"image.encoder.pos", "text.pos"}
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         return self.image(images)                                            # (B, E) unit vectors
