@@ -30,7 +30,7 @@ from torch import nn
 from .kernels import attention, gated_residual, groupnorm_silu, layernorm_modulate
 from .patches import patchify, tubeletify, unpatchify, untubeletify
 
-__all__ = ["check_images", "check_values", "timestep_embedding", "TimestepEmbedder", "LabelEmbedder", "modulate",
+__all__ = ["check_images", "check_token_ids", "check_values", "timestep_embedding", "TimestepEmbedder", "LabelEmbedder", "modulate",
            "Attention", "Mlp", "TransformerBlock", "PatchEncoder", "init_transformer", "ConvResBlock", "conv_encoder",
            "conv_decoder", "group_norm_silu", "patchify", "unpatchify", "tubeletify", "untubeletify"]
 
@@ -73,6 +73,18 @@ def _check_tokens(x, who: str, dim: int, name: str = "x") -> None:
 # ----------------------------------------------------------------------------------------------------
 # Conditioning: time, labels, modulation
 # ----------------------------------------------------------------------------------------------------
+
+def check_token_ids(tokens, who: str, vocab_size: int, context: int) -> torch.Tensor:
+    """Raise a clear error unless tokens is an int64 batch of word ids (B, L <= context) in 0..vocab_size-1
+    (0: padding); return it. Values are read only where check_values allows (always on the CPU)."""
+    if not torch.is_tensor(tokens) or tokens.dtype != torch.long or tokens.ndim != 2 or tokens.shape[1] > context:
+        got = f"{tokens.dtype} {tuple(tokens.shape)}" if torch.is_tensor(tokens) else type(tokens).__name__
+        raise ValueError(f"{who} expects token ids as int64 (B, L <= {context}), got {got}")
+    if check_values(tokens) and tokens.numel() and (tokens.min() < 0 or tokens.max() >= vocab_size):
+        raise ValueError(f"{who}: token ids must lie in 0..{vocab_size - 1} (0: padding), got "
+                         f"{int(tokens.min())}..{int(tokens.max())}")
+    return tokens
+
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
     """(B,) timesteps -> (B, dim) sinusoids at geometric frequencies (the Transformer's positions, DDPM)."""
@@ -268,14 +280,16 @@ class PatchEncoder(nn.Module):
         patchify p -> Linear(p*p*C, dim) + learned positions -> depth x TransformerBlock -> LayerNorm
 
     The image side of notebook 10's CLIP and captioner. Positions start at std 0.02 (ViT); call
-    `init_transformer` on the owner first, then `reset_positions()`, as CLIP and the captioner do."""
+    `init_transformer` on the owner first, then `reset_positions()`, as CLIP and the captioner do. `who` names
+    the owner in input errors."""
 
-    def __init__(self, image_size: int, in_channels: int, patch_size: int, dim: int, depth: int, heads: int):
+    def __init__(self, image_size: int, in_channels: int, patch_size: int, dim: int, depth: int, heads: int,
+                 who: str = "PatchEncoder"):
         super().__init__()
         if image_size % patch_size:
             raise ValueError(f"PatchEncoder: patch_size {patch_size} must divide image_size {image_size}")
         self.image_shape = (in_channels, image_size, image_size)
-        self.patch_size = patch_size
+        self.patch_size, self.who = patch_size, who
         self.embed = nn.Linear(patch_size * patch_size * in_channels, dim)
         self.pos = nn.Parameter(torch.zeros(1, (image_size // patch_size) ** 2, dim))
         self.blocks = nn.ModuleList(TransformerBlock(dim, heads) for _ in range(depth))
@@ -286,11 +300,7 @@ class PatchEncoder(nn.Module):
         nn.init.normal_(self.pos, std=0.02)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        c, s, _ = self.image_shape
-        if images.ndim != 4 or tuple(images.shape[1:]) != self.image_shape:
-            raise ValueError(f"expected images of shape (B, {c}, {s}, {s}), got {tuple(images.shape)}")
-        if not images.is_floating_point():
-            raise TypeError(f"expected float images in [-1, 1], got dtype {images.dtype}")
+        check_images(images, self.who, self.image_shape)
         x = self.embed(patchify(images, self.patch_size)) + self.pos        # (B, N, dim)
         for block in self.blocks:
             x = block(x)

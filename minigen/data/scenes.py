@@ -19,12 +19,12 @@ the others are not. Deterministic and nested, like every procedural set: the fir
     scenes.shape[:, 0], scenes.count              # attribute indices per object slot (-1: no object), 1..3
 """
 from dataclasses import dataclass
-from typing import ClassVar, Sequence
+from typing import Sequence
 
 import torch
 
-from .shapes import (COLORS, POSITIONS, RGB, SHAPES, SIZES, VOCAB, CENTERS, check_int, chunked, paint, pick,
-                     pixel_grid, shape_alpha, uniform_table)
+from .shapes import (CENTERS, COLORS, POSITIONS, RGB, SHAPES, SIZES, VOCAB, AttributeNames, check_int, chunked,
+                     paint, pick, pixel_grid, shape_alpha, tokenize, uniform_table)
 
 MAX_OBJECTS = 3
 SCENE_RADII = (0.17, 0.25)  # small, large: two large squares at a corner and the centre, jittered towards each other,
@@ -42,7 +42,7 @@ K = 2 + MAX_OBJECTS * 5 + len(POSITIONS)  # uniforms per scene: count, short sty
 
 
 @dataclass
-class Scenes:
+class Scenes(AttributeNames):
     images: torch.Tensor    # (N, 3, H, W) float in [-1, 1]
     captions: list[str]     # N full captions: every object, in the order of POSITIONS
     short: list[str]        # N short captions: true, but leave things out
@@ -51,11 +51,6 @@ class Scenes:
     color: torch.Tensor     # (N, MAX_OBJECTS) int64 index into COLORS, -1 likewise
     scale: torch.Tensor     # (N, MAX_OBJECTS) int64 index into SIZES, -1 likewise
     position: torch.Tensor  # (N, MAX_OBJECTS) int64 index into POSITIONS, increasing along a row; -1 likewise
-
-    SHAPES: ClassVar[tuple[str, ...]] = SHAPES
-    COLORS: ClassVar[tuple[str, ...]] = COLORS
-    SIZES: ClassVar[tuple[str, ...]] = SIZES
-    POSITIONS: ClassVar[tuple[str, ...]] = POSITIONS
 
     def __len__(self) -> int:
         return len(self.images)
@@ -142,21 +137,9 @@ def _render(shape, color, scale, position, jitter, size: int) -> torch.Tensor:
 
 
 def tokenize_scenes(captions: str | Sequence[str], length: int = SCENE_CONTEXT) -> torch.Tensor:
-    """Scene captions -> (N, length) int64 indices into SCENE_VOCAB, padded with 0 on the right; an unknown word
-    or a caption that is too long is a ValueError that names it."""
-    captions = [captions] if isinstance(captions, str) else list(captions)
-    index = {word: i for i, word in enumerate(SCENE_VOCAB)}
-    tokens = torch.zeros(len(captions), length, dtype=torch.long)
-    for row, caption in enumerate(captions):
-        words = caption.lower().split()
-        if len(words) > length:
-            raise ValueError(f"caption {caption!r} has {len(words)} words; at most {length} fit")
-        unknown = [w for w in words if w not in index]
-        if unknown:
-            raise ValueError(f"unknown word{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} in "
-                             f"{caption!r}: the scenes' vocabulary is {' '.join(SCENE_VOCAB[1:])}")
-        tokens[row, :len(words)] = torch.tensor([index[w] for w in words], dtype=torch.long)
-    return tokens
+    """Scene captions -> (N, length) int64 indices into SCENE_VOCAB, padded with 0 on the right (shapes' tokenizer
+    with the scenes' vocabulary: an unknown word or a caption that is too long is a ValueError that names it)."""
+    return tokenize(captions, length, SCENE_VOCAB)
 
 
 def detokenize_scenes(tokens: torch.Tensor) -> list[str]:

@@ -116,19 +116,22 @@ def shape_alpha(kind: torch.Tensor, x: torch.Tensor, y: torch.Tensor, r: torch.T
 
 # ----------------------------------------------------------------------------- the captioned set
 
+class AttributeNames:
+    """The words behind the attribute indices, on the class (CaptionedShapes.COLORS[i]); scenes share them."""
+    SHAPES: ClassVar[tuple[str, ...]] = SHAPES
+    COLORS: ClassVar[tuple[str, ...]] = COLORS
+    SIZES: ClassVar[tuple[str, ...]] = SIZES
+    POSITIONS: ClassVar[tuple[str, ...]] = POSITIONS
+
+
 @dataclass
-class CaptionedShapes:
+class CaptionedShapes(AttributeNames):
     images: torch.Tensor    # (N, 3, H, W) float in [-1, 1]
     captions: list[str]     # N captions, each exactly true of its image
     shape: torch.Tensor     # (N,) int64 index into SHAPES
     color: torch.Tensor     # (N,) int64 index into COLORS
     scale: torch.Tensor     # (N,) int64 index into SIZES
     position: torch.Tensor  # (N,) int64 index into POSITIONS
-
-    SHAPES: ClassVar[tuple[str, ...]] = SHAPES
-    COLORS: ClassVar[tuple[str, ...]] = COLORS
-    SIZES: ClassVar[tuple[str, ...]] = SIZES
-    POSITIONS: ClassVar[tuple[str, ...]] = POSITIONS
 
     def __len__(self) -> int:
         return len(self.images)
@@ -166,17 +169,19 @@ def _render(shape, centre, radius, tint, size: int) -> torch.Tensor:
     return paint(torch.zeros(len(shape), 3, size, size), alpha, tint) * 2 - 1
 
 
-def tokenize(captions: str | Sequence[str], length: int = CONTEXT) -> torch.Tensor:
-    """Captions -> (N, length) int64 indices into VOCAB, padded with 0 ("<pad>") on the right."""
+def tokenize(captions: str | Sequence[str], length: int = CONTEXT, vocab: Sequence[str] = VOCAB) -> torch.Tensor:
+    """Captions -> (N, length) int64 indices into `vocab`, padded with 0 ("<pad>") on the right; a caption that is
+    too long, or a word outside `vocab`, is a ValueError that names it. Scenes pass their own vocabulary."""
     captions = [captions] if isinstance(captions, str) else list(captions)
-    index = {word: i for i, word in enumerate(VOCAB)}
+    index = {word: i for i, word in enumerate(vocab)}
     tokens = torch.zeros(len(captions), length, dtype=torch.long)
     for row, caption in enumerate(captions):
         words = caption.lower().split()
         if len(words) > length:
-            raise ValueError(f"caption {caption!r} has {len(words)} words; length is {length}")
+            raise ValueError(f"caption {caption!r} has {len(words)} words; at most {length} fit")
         unknown = [w for w in words if w not in index]
         if unknown:
-            raise ValueError(f"caption {caption!r} has words outside VOCAB: {unknown}")
+            raise ValueError(f"unknown word{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} in "
+                             f"{caption!r}: the vocabulary is {' '.join(vocab[1:])}")
         tokens[row, :len(words)] = torch.tensor([index[w] for w in words], dtype=torch.long)
     return tokens

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..nn import LN_EPS, PatchEncoder, TransformerBlock, check_values, init_transformer
+from ..nn import LN_EPS, PatchEncoder, TransformerBlock, check_token_ids, init_transformer
 
 
 @dataclass
@@ -62,7 +62,8 @@ class Captioner(nn.Module):
     def __init__(self, config: CaptionerConfig):
         super().__init__()
         c = self.config = config
-        self.encoder = PatchEncoder(c.image_size, c.in_channels, c.patch_size, c.dim, c.encoder_depth, c.heads)
+        self.encoder = PatchEncoder(c.image_size, c.in_channels, c.patch_size, c.dim, c.encoder_depth, c.heads,
+                                    who="Captioner")
         self.embed = nn.Embedding(c.vocab_size + 2, c.dim)                   # words, BOS, EOS
         self.pos = nn.Parameter(torch.zeros(1, c.context + 1, c.dim))       # BOS + up to `context` words
         self.blocks = nn.ModuleList(TransformerBlock(c.dim, c.heads, context_dim=c.dim)
@@ -84,15 +85,6 @@ class Captioner(nn.Module):
     def no_weight_decay(self) -> set[str]:
         return {"pos", "encoder.pos"}
 
-    def _check_tokens(self, tokens: torch.Tensor) -> None:
-        c = self.config
-        if tokens.dtype != torch.long or tokens.ndim != 2 or tokens.shape[1] > c.context:
-            raise ValueError(f"Captioner expects token ids as int64 (B, L <= {c.context}), got {tokens.dtype} "
-                             f"{tuple(tokens.shape)}")
-        if check_values(tokens) and tokens.numel() and (tokens.min() < 0 or tokens.max() >= c.vocab_size):
-            raise ValueError(f"caption token ids must lie in 0..{c.vocab_size - 1} (0: padding), got "
-                             f"{int(tokens.min())}..{int(tokens.max())}")
-
     def _mask_logits(self, logits: torch.Tensor) -> torch.Tensor:
         """Padding and BOS are never written: their logits are -inf."""
         logits[..., 0] = float("-inf")
@@ -108,8 +100,8 @@ class Captioner(nn.Module):
 
     def loss(self, batch) -> dict:
         images, tokens = batch
-        self._check_tokens(tokens)
         c = self.config
+        check_token_ids(tokens, "Captioner", c.vocab_size, c.context)
         B, L = tokens.shape
         bos = torch.full((B, 1), c.bos, dtype=torch.long, device=tokens.device)
         inputs = torch.cat([bos, tokens], dim=1)                             # (B, L + 1): BOS w1 .. wn pad ..

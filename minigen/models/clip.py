@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..nn import LN_EPS, PatchEncoder, TransformerBlock, check_values, init_transformer
+from ..nn import LN_EPS, PatchEncoder, TransformerBlock, check_token_ids, check_values, init_transformer
 
 
 @dataclass
@@ -76,22 +76,17 @@ def contrastive_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scal
 
 
 class ImageTower(nn.Module):
-    """(B, 3, H, W) in [-1, 1] -> patch tokens (B, N, dim) and a unit embedding (B, embed_dim)."""
+    """(B, 3, H, W) in [-1, 1] -> a unit embedding (B, embed_dim); `.encoder(images)` gives the patch tokens."""
 
     def __init__(self, c: CLIPConfig):
         super().__init__()
         self.config = c
-        self.encoder = PatchEncoder(c.image_size, c.in_channels, c.patch_size, c.dim, c.image_depth, c.heads)
+        self.encoder = PatchEncoder(c.image_size, c.in_channels, c.patch_size, c.dim, c.image_depth, c.heads,
+                                    who="CLIP")
         self.head = nn.Linear(c.dim, c.embed_dim, bias=False)
 
-    def tokens(self, images: torch.Tensor) -> torch.Tensor:
-        try:
-            return self.encoder(images)                                      # (B, N, dim)
-        except (ValueError, TypeError) as error:
-            raise type(error)(f"CLIP: {error}") from None
-
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.head(self.tokens(images).mean(dim=1)), dim=-1)  # (B, E)
+        return F.normalize(self.head(self.encoder(images).mean(dim=1)), dim=-1)  # (B, E)
 
 
 class TextTower(nn.Module):
@@ -109,16 +104,10 @@ class TextTower(nn.Module):
     def states(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Word states (B, L, dim) and the mask of real words (B, L) bool."""
         c = self.config
-        if tokens.dtype != torch.long or tokens.ndim != 2 or tokens.shape[1] > c.context:
-            raise ValueError(f"CLIP expects token ids as int64 (B, L <= {c.context}), got {tokens.dtype} "
-                             f"{tuple(tokens.shape)}")
+        check_token_ids(tokens, "CLIP", c.vocab_size, c.context)
         words = tokens != 0                                                  # (B, L)
-        if check_values(tokens):
-            if tokens.numel() and (tokens.min() < 0 or tokens.max() >= c.vocab_size):
-                raise ValueError(f"token ids must lie in 0..{c.vocab_size - 1}, got {int(tokens.min())}.."
-                                 f"{int(tokens.max())}")
-            if not words.any(dim=1).all():
-                raise ValueError("every caption needs at least one word (a row of token ids is all padding)")
+        if check_values(tokens) and not words.any(dim=1).all():
+            raise ValueError("every caption needs at least one word (a row of token ids is all padding)")
         x = self.embed(tokens) + self.pos[:, :tokens.shape[1]]               # (B, L, dim)
         for block in self.blocks:
             x = block(x, key_padding_mask=words)
