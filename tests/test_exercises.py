@@ -12,7 +12,7 @@ import torch
 from minigen.exercises import SOLUTIONS, solution
 
 ROOT = Path(__file__).resolve().parents[1]
-TOPICS = ("pixels", "autoencoder", "vae", "flow", "diffusion", "kernels", "dit", "gan", "edits")
+TOPICS = ("pixels", "autoencoder", "vae", "flow", "diffusion", "kernels", "dit", "gan", "edits", "clip")
 
 
 def stub(*args, **kwargs):
@@ -60,6 +60,11 @@ def _vector_minus_mean_of_all(z, present):       # half the size (and off when t
     return z[present.bool()].mean(0) - z.mean(0)
 
 
+def _image_to_text_only(image_emb, text_emb, temperature):   # one direction of the symmetric loss
+    logits = image_emb @ text_emb.T / temperature
+    return torch.nn.functional.cross_entropy(logits, torch.arange(len(logits)))
+
+
 def _lerp_rescaled_to_the_sphere(a, b, t):        # right length, wrong place along the arc
     p = (1 - t) * a + t * b
     return p / p.norm() * ((1 - t) * a.norm() + t * b.norm())
@@ -100,6 +105,9 @@ MISTAKES = {
     "gan.r1_penalty": ("gan", "check_r1_penalty", (_r1_without_create_graph,)),
     "edits.attribute_vector": ("edits", "check_attribute_vector", (_vector_minus_mean_of_all,)),
     "edits.slerp": ("edits", "check_slerp", (_lerp_rescaled_to_the_sphere,)),
+    "clip.contrastive_loss": ("clip", "check_contrastive_loss", (_image_to_text_only,)),
+    "clip.clip_score": ("clip", "check_clip_score",                                         # dot product, no cosine
+                        (lambda image_emb, text_emb: 2.5 * (image_emb * text_emb).sum(-1).clamp(min=0),)),
 }
 
 

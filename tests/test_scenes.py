@@ -104,3 +104,37 @@ def test_tokenizer_round_trip_and_clear_errors():
         S.tokenize_scenes("a small purple circle in the center")
     with pytest.raises(ValueError, match="at most 3 fit"):
         S.tokenize_scenes("a red circle and", length=3)
+
+
+def test_parse_caption_reads_full_and_short_captions_and_quotes_a_bad_phrase():
+    for i in range(50):
+        objects = S.parse_caption(SCENES.captions[i])
+        assert [(o["size"], o["color"], o["shape"], o["position"]) for o in objects] == SCENES.objects(i)
+    assert S.parse_caption("a circle and a red square") == [
+        {"shape": "circle", "color": None, "size": None, "position": None},
+        {"shape": "square", "color": "red", "size": None, "position": None}]
+    with pytest.raises(ValueError, match="cannot read 'a small red in the center'"):
+        S.parse_caption("a large blue cross in the top left and a small red in the center")
+
+
+def test_score_captions_counts_true_and_complete_statements():
+    scenes = S.make_scenes(200, seed=4)
+    perfect = S.score_captions(scenes.captions, scenes)
+    assert perfect["exact"] == perfect["precision"] == perfect["all_four"] == perfect["count"] == 1.0
+    short = S.score_captions(scenes.short, scenes)
+    assert short["precision"] == 1.0 and short["recall"]["shape"] < 1.0 and short["all_four"] < 0.5
+    # one scene by hand: two objects; the caption gets one colour wrong and invents a third object
+    one = next(i for i in range(len(scenes)) if scenes.count[i] == 2)
+    (s0, c0, h0, p0), (s1, c1, h1, p1) = scenes.objects(one)
+    wrong = "red" if c1 != "red" else "blue"
+    free = next(p for p in ("top left", "top right", "bottom left", "bottom right", "center") if p not in (p0, p1))
+    caption = (f"a {s0} {c0} {h0} in the {p0} and a {s1} {wrong} {h1} in the {p1} and a small red cross in the "
+               f"{free}")
+    sub = S.Scenes(scenes.images[[one]], [scenes.captions[one]], [scenes.short[one]], scenes.count[[one]],
+                   scenes.shape[[one]], scenes.color[[one]], scenes.scale[[one]], scenes.position[[one]])
+    got = S.score_captions([caption], sub)
+    assert got["recall"] == {"shape": 1.0, "color": 0.5, "size": 1.0, "position": 1.0} and got["all_four"] == 0.5
+    assert got["precision"] == 7 / 12 and got["count"] == 0.0 and got["exact"] == 0.0  # 7 of 12 stated values true
+    assert S.score_captions(["a small red in the"], sub)["readable"] == 0.0
+    with pytest.raises(ValueError, match="2 captions for 1 scenes"):
+        S.score_captions([caption, caption], sub)

@@ -17,7 +17,10 @@ the others are not. Deterministic and nested, like every procedural set: the fir
 
     scenes = make_scenes(10_000, seed=0)          # Scenes: images (N, 3, 32, 32) in [-1, 1], captions, short
     scenes.shape[:, 0], scenes.count              # attribute indices per object slot (-1: no object), 1..3
+    score_captions(captions, scenes)              # how true and how complete any captions are of these scenes
 """
+import itertools
+import re
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -147,3 +150,81 @@ def detokenize_scenes(tokens: torch.Tensor) -> list[str]:
     if tokens.ndim != 2:
         raise ValueError(f"tokens must be (N, L), got shape {tuple(tokens.shape)}")
     return [" ".join(SCENE_VOCAB[i] for i in row if i != 0) for row in tokens.tolist()]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Reading captions back: what a caption states, and how much of a scene it gets right
+# ----------------------------------------------------------------------------------------------------
+
+ATTRIBUTES = ("shape", "color", "size", "position")
+_PHRASE = re.compile(rf"a(?: ({'|'.join(SIZES)}))?(?: ({'|'.join(COLORS)}))? ({'|'.join(SHAPES)})"
+                     rf"(?: in the ({'|'.join(POSITIONS)}))?")
+
+
+def parse_caption(caption: str) -> list[dict]:
+    """The objects a caption states, one dict per phrase joined by "and": {"shape", "color", "size", "position"}
+    -> a word, or None where the phrase leaves it out ("a red circle" states no size or position). Reads full and
+    short captions alike; a phrase that is no object ("a small red in the") is a ValueError that quotes it."""
+    objects = []
+    for phrase in caption.split(" and "):
+        match = _PHRASE.fullmatch(phrase.strip())
+        if match is None:
+            raise ValueError(f"cannot read {phrase!r} (in {caption!r}) as 'a [size] [colour] shape [in the position]'")
+        size, color, shape, position = match.groups()
+        objects.append({"shape": shape, "color": color, "size": size, "position": position})
+    return objects
+
+
+def _match(stated: list[dict], truth: list[dict]) -> list[tuple[dict, dict | None]]:
+    """Pair each true object with at most one stated object, the pairing that gets the most stated values right
+    (ties: the fewest wrong), by trying every assignment (at most 3 true objects, so a few hundred)."""
+    def score(pairs):
+        right = sum(s[a] == t[a] for t, s in pairs if s is not None for a in ATTRIBUTES if s[a] is not None)
+        wrong = sum(s[a] != t[a] for t, s in pairs if s is not None for a in ATTRIBUTES if s[a] is not None)
+        return right, -wrong
+    options = list(range(len(stated))) + [None] * len(truth)          # None: this true object goes unmentioned
+    best = max((tuple(zip(truth, (None if k is None else stated[k] for k in pick_)))
+                for pick_ in set(itertools.permutations(options, len(truth)))), key=score)
+    return list(best)
+
+
+def score_captions(captions: Sequence[str], scenes: Scenes) -> dict:
+    """How true and how complete captions are of their scenes (caption i of scene i), from the scenes' ground truth.
+
+    Every caption is parsed (parse_caption); each true object is paired with the stated object that agrees with
+    it most. Returns fractions in [0, 1]:
+        recall[a]    true objects whose attribute a (shape, color, size, position) the caption states correctly
+        all_four     true objects stated with all four attributes right
+        precision    stated values that are true of the object they were paired with (an unpaired stated object,
+                     a hallucination, is wrong on everything it states)
+        count        captions naming as many objects as the scene has
+        exact        captions equal to the scene's full caption
+        readable     captions that parse (one that does not counts as stating nothing)
+    Short captions state little but nothing false (precision 1); a captioner can be complete and still wrong.
+    """
+    if len(captions) != len(scenes):
+        raise ValueError(f"{len(captions)} captions for {len(scenes)} scenes: give one caption per scene")
+    right = dict.fromkeys(ATTRIBUTES, 0)
+    all_four = objects = stated_right = stated = count = exact = readable = 0
+    for i, caption in enumerate(captions):
+        truth = [dict(zip(("size", "color", "shape", "position"), o)) for o in scenes.objects(i)]
+        try:
+            said = parse_caption(caption)
+            readable += 1
+        except ValueError:
+            said = []
+        pairs = _match(said, truth)
+        for t, s in pairs:
+            hits = [s is not None and s[a] == t[a] for a in ATTRIBUTES]
+            for a, hit in zip(ATTRIBUTES, hits):
+                right[a] += hit
+            all_four += all(hits)
+        stated += sum(v is not None for s in said for v in s.values())
+        stated_right += sum(s[a] == t[a] for t, s in pairs if s is not None for a in ATTRIBUTES if s[a] is not None)
+        objects += len(truth)
+        count += len(said) == len(truth)
+        exact += caption == scenes.captions[i]
+    n = len(captions)
+    return {"recall": {a: right[a] / objects for a in ATTRIBUTES}, "all_four": all_four / objects,
+            "precision": stated_right / max(stated, 1), "count": count / n, "exact": exact / n,
+            "readable": readable / n}
