@@ -25,6 +25,7 @@ from minigen import metrics
 from minigen.data import load_mnist
 from minigen.diffusion import Diffusion, DiffusionConfig, FlowMatching, FlowMatchingConfig, ddim_sample
 from minigen.models.autoencoder import AE_PRESETS, Autoencoder
+from minigen.models.captioner import CAPTIONER_PRESETS, Captioner
 from minigen.models.clip import CLIP, CLIP_PRESETS
 from minigen.models.dit import DIT_PRESETS, DiT
 from minigen.models.flow import FLOW_PRESETS, Flow, evaluate_bits_per_dim
@@ -59,6 +60,7 @@ MODELS = {
     "gan-faces": (GAN, GAN_PRESETS),
     "diffusion-faces": (UNet, UNET_PRESETS),
     "clip": (CLIP, CLIP_PRESETS),
+    "captioner": (Captioner, CAPTIONER_PRESETS),
 }
 HYBRIDS = {"vae-gan": VAEGAN, "flow-gan": FlowGAN}  # recipe -> the wrapper that adds a judge to the preset's model
 
@@ -323,10 +325,26 @@ def _clip(P: Profile) -> Recipe:
         seed=0))
 
 
+def _captioner(P: Profile) -> Recipe:
+    # Notebook 10's captioner on 20,000 scenes with their full captions, teacher forcing. Measured at cpu (800 steps,
+    # 368 s on the 2-core CPU machine): greedy captions of 1,000 test scenes exactly right 1.00; on held-out
+    # colour-shape pairs shape recall 0.93 (it names a trained shape for the unseen pair), colour/size/position 1.00
+    return Recipe("captioner", P.name, P.pick(ci="Cap-T", cpu="Cap-S", gpu="Cap-B"), TrainConfig(
+        steps=P.pick(ci=60, cpu=800, gpu=10000),
+        batch_size=P.pick(ci=64, cpu=128, gpu=512),
+        lr=P.pick(ci=1e-3, cpu=1e-3, gpu=5e-4),
+        warmup=P.pick(ci=10, cpu=80, gpu=500),      # 800 // 10, as measured
+        cosine=True,
+        weight_decay=0.1,
+        log_every=50,
+        seed=0))
+
+
 RECIPES = {"autoencoder": _autoencoder, "mae": _mae, "vae": _vae, "flow": _flow, "diffusion": _diffusion,
            "latent": _latent, "dit": _dit, "dit-fm": _dit_fm, "gan": _gan, "gan-c": _gan_c,
            "diffusion-gan": _diffusion_gan, "vae-gan": _vae_gan, "flow-gan": _flow_gan, "face-judge": _face_judge,
-           "vae-faces": _vae_faces, "gan-faces": _gan_faces, "diffusion-faces": _diffusion_faces, "clip": _clip}
+           "vae-faces": _vae_faces, "gan-faces": _gan_faces, "diffusion-faces": _diffusion_faces, "clip": _clip,
+           "captioner": _captioner}
 
 
 def recipe(name: str, profile: str | None = None) -> Recipe:
