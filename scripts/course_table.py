@@ -51,6 +51,9 @@ BUILDS = {
     "08": "an attribute judge on cartoon faces; attribute vectors in a VAE, a GAN's z and a diffusion model's "
           "DDIM-inverted noise, measured by flip and preservation rates vs a random direction; slerp; MNIST "
           "thickness and slant vectors; an explorer",
+    "10": "scenes whose captions are provably true; a tokenizer; CLIP from scratch (symmetric contrastive loss); "
+          "zero-shot attributes by prompt ensembles; retrieval; the CLIP-score band; a captioner (teacher forcing, "
+          "greedy and beam); recaptioning a carelessly captioned set",
 }
 
 
