@@ -18,6 +18,7 @@ the others are not. Deterministic and nested, like every procedural set: the fir
     scenes = make_scenes(10_000, seed=0)          # Scenes: images (N, 3, 32, 32) in [-1, 1], captions, short
     scenes.shape[:, 0], scenes.count              # attribute indices per object slot (-1: no object), 1..3
     score_captions(captions, scenes)              # how true and how complete any captions are of these scenes
+    scene_cells(scenes), caption_cells(cells)     # the scene judge's per-position layout, and back to captions
 """
 import itertools
 import re
@@ -228,3 +229,33 @@ def score_captions(captions: Sequence[str], scenes: Scenes) -> dict:
     return {"recall": {a: right[a] / objects for a in ATTRIBUTES}, "all_four": all_four / objects,
             "precision": stated_right / max(stated, 1), "count": count / n, "exact": exact / n,
             "readable": readable / n}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Per-position cells: the scene judge's layout (minigen.models.scene_judge)
+# ----------------------------------------------------------------------------------------------------
+
+EMPTY = len(SHAPES)  # the shape class of a cell with no object
+
+
+def scene_cells(scenes: Scenes) -> torch.Tensor:
+    """Scenes' ground truth by position: (N, len(POSITIONS), 3) int64, per cell its object's shape (EMPTY where
+    there is none), colour and size (-1 where empty). The scene judge's targets."""
+    n = len(scenes)
+    out = torch.full((n, len(POSITIONS), 3), -1, dtype=torch.long)
+    out[..., 0] = EMPTY
+    present = scenes.position >= 0                                           # (N, MAX_OBJECTS)
+    rows = torch.arange(n)[:, None].expand_as(present)[present]              # (M,) the scene of each object
+    cells = scenes.position[present]                                         # (M,) its cell
+    for k, field in enumerate((scenes.shape, scenes.color, scenes.scale)):
+        out[rows, cells, k] = field[present]
+    return out
+
+
+def caption_cells(cells: torch.Tensor) -> list[str]:
+    """(N, len(POSITIONS), 3) cells in scene_cells' layout -> full captions (objects in POSITIONS order; "" for a
+    scene with no object, which score_captions counts as unreadable: it states nothing)."""
+    if not torch.is_tensor(cells) or cells.ndim != 3 or cells.shape[1:] != (len(POSITIONS), 3):
+        shape = tuple(cells.shape) if torch.is_tensor(cells) else type(cells).__name__
+        raise ValueError(f"caption_cells expects cells of shape (N, {len(POSITIONS)}, 3), got {shape}")
+    return [full_caption([(s, c, z, p) for p, (s, c, z) in enumerate(row) if s != EMPTY]) for row in cells.tolist()]
