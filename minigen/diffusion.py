@@ -207,6 +207,20 @@ def drop_labels(y: torch.Tensor | None, num_classes: int | None, p_uncond: float
     return y
 
 
+def drop_captions(tokens: torch.Tensor, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Caption dropout for classifier-free guidance with text: each row of token ids (B, L) replaced by the null
+    caption, all padding (id 0), with probability p; the same tensor when p is 0."""
+    if not torch.is_tensor(tokens) or tokens.ndim != 2:
+        shape = tuple(tokens.shape) if torch.is_tensor(tokens) else type(tokens).__name__
+        raise ValueError(f"drop_captions expects (B, L) token ids, got {shape}")
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"caption dropout must be a probability in [0, 1], got {p}")
+    if p == 0:
+        return tokens
+    drop = torch.rand(tokens.shape[0], generator=generator).to(tokens.device) < p               # (B,)
+    return tokens.masked_fill(drop[:, None], 0)
+
+
 class Diffusion(nn.Module):
     """Wrap a denoiser `model(x_t, t, y=None) -> eps` with a schedule so `minigen.train` can fit it.
 
@@ -274,11 +288,14 @@ def guided_eps(model, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None
 
     scale = 1 is the conditional model, 0 the unconditional one, > 1 trades diversity for fidelity.
     Both passes run as one batch (2B). Without labels (y None) the model is simply called unconditionally.
+    y is (B,) labels, or (B, L) caption token ids for a caption model, whose null_label is 0: the all-padding
+    caption.
     """
     if y is None:
         return model(x_t, t, y=None)
-    if y.shape != (x_t.shape[0],):
-        raise ValueError(f"y must be (B,) = ({x_t.shape[0]},) labels, got shape {tuple(y.shape)}")
+    if y.ndim not in (1, 2) or y.shape[0] != x_t.shape[0]:
+        raise ValueError(f"y must be (B,) labels or (B, L) caption token ids for B = {x_t.shape[0]}, got shape "
+                         f"{tuple(y.shape)}")
     if scale == 1.0:
         return model(x_t, t, y=y)
     if null_label is None:
@@ -503,10 +520,13 @@ class FlowMatchingConfig:
     loc: float = 0.0                  # logit-normal location: 0 centres the training times on t = 0.5
     scale: float = 1.0                # logit-normal spread: 1 still trains the ends, just less often
     num_classes: int | None = None    # labels 0 .. num_classes - 1; label num_classes is the null label
-    p_uncond: float = 0.1             # label dropout for classifier-free guidance
+    p_uncond: float = 0.1             # label (or caption) dropout for classifier-free guidance
     denoiser: object = None           # the network's own config dataclass, nested
+    captions: bool = False            # y is (B, L) caption token ids; the null caption is all padding (null label 0)
 
     def __post_init__(self):
+        if self.captions and self.num_classes is not None:
+            raise ValueError("FlowMatchingConfig: captions=True conditions on token ids; leave num_classes None")
         if self.t_sampling not in T_SAMPLINGS:
             raise ValueError(f"FlowMatchingConfig.t_sampling {self.t_sampling!r}: choose one of {T_SAMPLINGS}")
         if not 0.0 <= self.p_uncond <= 1.0:
@@ -527,14 +547,19 @@ class FlowMatching(nn.Module):
 
     @property
     def null_label(self) -> int | None:
-        return self.config.num_classes
+        return 0 if self.config.captions else self.config.num_classes
 
     def loss(self, batch) -> dict:
         """batch: x0, (x0, y), or (x0, y, noise): a third element pairs each sample with its own noise (reflow's
-        couplings, `reflow_pairs`) instead of drawing fresh noise."""
+        couplings, `reflow_pairs`) instead of drawing fresh noise. y: labels, or caption token ids (captions)."""
         x0, y, noise = ((tuple(batch) if isinstance(batch, (tuple, list)) else (batch,)) + (None, None))[:3]
         c = self.config
-        y = drop_labels(y, c.num_classes, c.p_uncond)
+        if c.captions:
+            if y is None:
+                raise ValueError("a captions FlowMatching trains on (images, caption token ids) batches")
+            y = drop_captions(y, c.p_uncond)
+        else:
+            y = drop_labels(y, c.num_classes, c.p_uncond)
         t = fm_sample_t(x0.shape[0], c.t_sampling, c.loc, c.scale, device=x0.device)
         noise = torch.randn_like(x0) if noise is None else noise
         v = self(fm_interpolate(x0, noise, t), t, y=y)

@@ -27,7 +27,7 @@ from minigen.diffusion import Diffusion, DiffusionConfig, FlowMatching, FlowMatc
 from minigen.models.autoencoder import AE_PRESETS, Autoencoder
 from minigen.models.captioner import CAPTIONER_PRESETS, Captioner
 from minigen.models.clip import CLIP, CLIP_PRESETS
-from minigen.models.dit import DIT_PRESETS, DiT
+from minigen.models.dit import DIT_PRESETS, TEXT_DIT_PRESETS, DiT
 from minigen.models.flow import FLOW_PRESETS, Flow, evaluate_bits_per_dim
 from minigen.models.gan import GAN, GAN_PRESETS, FlowGAN, VAEGAN
 from minigen.models.judge import JUDGE_PRESETS, AttributeJudge
@@ -63,6 +63,7 @@ MODELS = {
     "clip": (CLIP, CLIP_PRESETS),
     "captioner": (Captioner, CAPTIONER_PRESETS),
     "scene-judge": (SceneJudge, SCENE_JUDGE_PRESETS),
+    "t2i": (DiT, TEXT_DIT_PRESETS),
 }
 HYBRIDS = {"vae-gan": VAEGAN, "flow-gan": FlowGAN}  # recipe -> the wrapper that adds a judge to the preset's model
 
@@ -85,12 +86,20 @@ class Recipe:
         """The full DiffusionConfig of the built model (the preset's config nested as its denoiser)."""
         return None if self.diffusion is None else replace(self.diffusion, denoiser=self.model_config())
 
-    def build(self, device=None, **hybrid) -> nn.Module:
+    def build(self, device=None, text_encoder: nn.Module | None = None, **hybrid) -> nn.Module:
         """The untrained model: the preset's network, wrapped in minigen.diffusion.Diffusion for a diffusion
         recipe, in FlowMatching for a flow-matching one, in VAEGAN / FlowGAN with the `judge` preset's
-        Discriminator for a hybrid (keyword arguments go to that wrapper, e.g. mode="adversarial"). Draws its
-        initial weights from the global RNG, as constructing the class by hand does."""
-        model = MODELS[self.name][0](self.model_config())
+        Discriminator for a hybrid (keyword arguments go to that wrapper, e.g. mode="adversarial"). A caption
+        model ("t2i") is built around `text_encoder`, a trained CLIP's text tower. Draws its initial weights from
+        the global RNG, as constructing the class by hand does."""
+        config = self.model_config()
+        if text_encoder is not None or getattr(config, "text_dim", None) is not None:
+            if text_encoder is None:
+                raise ValueError(f"recipe {self.name!r} builds a caption model: pass text_encoder= (a trained "
+                                 f"CLIP's text tower, e.g. clip.text)")
+            model = MODELS[self.name][0](config, text_encoder=text_encoder)
+        else:
+            model = MODELS[self.name][0](config)
         if self.diffusion is not None:
             model = Diffusion.from_config(model, replace(self.diffusion, denoiser=model.config))
         if self.flow is not None:
@@ -344,6 +353,22 @@ def _scene_judge(P: Profile) -> Recipe:
         seed=0))
 
 
+def _t2i(P: Profile) -> Recipe:
+    # Notebook 11's text-to-image: a caption DiT on 32 x 32 scenes in pixel space, trained by flow matching (notebook
+    # 06: straight paths sample well in few steps) around the frozen text tower of recipe("clip"); captions dropped
+    # for classifier-free guidance at Ho & Salimans' rate
+    flow = FlowMatchingConfig(t_sampling="logit-normal", captions=True, p_uncond=0.1)
+    return Recipe("t2i", P.name, P.pick(ci="DiT-Text-T/4", cpu="DiT-Text-S/4", gpu="DiT-Text-B/4"), TrainConfig(
+        steps=P.pick(ci=40, cpu=1500, gpu=20000),
+        batch_size=P.pick(ci=32, cpu=64, gpu=256),
+        lr=P.pick(ci=2e-3, cpu=1e-3, gpu=3e-4),
+        warmup=P.pick(ci=5, cpu=100, gpu=1000),
+        cosine=True,
+        ema_decay=P.pick(ci=0.9, cpu=0.995, gpu=0.9999),
+        log_every=50,
+        seed=0), flow=flow)
+
+
 def _captioner(P: Profile) -> Recipe:
     # Notebook 10's captioner on 20,000 scenes with their full captions, teacher forcing. Measured in notebook 10's
     # cpu run (800 steps, 391 s on the 2-core CPU machine): greedy captions of 1,000 held-out scenes exactly right
@@ -363,7 +388,7 @@ RECIPES = {"autoencoder": _autoencoder, "mae": _mae, "vae": _vae, "flow": _flow,
            "latent": _latent, "dit": _dit, "dit-fm": _dit_fm, "gan": _gan, "gan-c": _gan_c,
            "diffusion-gan": _diffusion_gan, "vae-gan": _vae_gan, "flow-gan": _flow_gan, "face-judge": _face_judge,
            "vae-faces": _vae_faces, "gan-faces": _gan_faces, "diffusion-faces": _diffusion_faces, "clip": _clip,
-           "captioner": _captioner, "scene-judge": _scene_judge}
+           "captioner": _captioner, "scene-judge": _scene_judge, "t2i": _t2i}
 
 
 def recipe(name: str, profile: str | None = None) -> Recipe:
