@@ -323,7 +323,7 @@ def _diffusion_faces(P: Profile) -> Recipe:
 
 def _clip(P: Profile) -> Recipe:
     # Notebook 10's tiny CLIP on 20,000 scenes with their full captions (minigen.data.scenes). Measured in notebook
-    # 10's cpu run (800 steps, 403 s on the 2-core CPU machine): zero-shot shape/colour/size/position by prompt
+    # 10's cpu run (800 steps, 364 s on the 2-core CPU machine): zero-shot shape/colour/size/position by prompt
     # ensembles 0.98/0.96/1.00/0.97 on held-out single-object scenes; retrieval top-1 0.998 image->text and 0.992
     # text->image among 1,000 held-out scenes
     return Recipe("clip", P.name, P.pick(ci="CLIP-T", cpu="CLIP-S", gpu="CLIP-B"), TrainConfig(
@@ -371,7 +371,7 @@ def _t2i(P: Profile) -> Recipe:
 
 def _captioner(P: Profile) -> Recipe:
     # Notebook 10's captioner on 20,000 scenes with their full captions, teacher forcing. Measured in notebook 10's
-    # cpu run (800 steps, 391 s on the 2-core CPU machine): greedy captions of 1,000 held-out scenes exactly right
+    # cpu run (800 steps, 374 s on the 2-core CPU machine): greedy captions of 1,000 held-out scenes exactly right
     # 1.00; on held-out colour-shape pairs shape recall 0.93 (blue circles become "blue squares"), the rest 1.00
     return Recipe("captioner", P.name, P.pick(ci="Cap-T", cpu="Cap-S", gpu="Cap-B"), TrainConfig(
         steps=P.pick(ci=60, cpu=800, gpu=10000),
