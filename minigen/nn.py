@@ -1,6 +1,7 @@
 """Shared building blocks for the model files (DESIGN §1): every model family is written from these.
 
     check_images, check_values              input checks that name the problem
+    in_eval_batches                         a readout over many images in batches, in eval mode (the judges)
     timestep_embedding, TimestepEmbedder    t -> sinusoids (-> MLP): DDPM's and DiT's time input
     LabelEmbedder                           class -> vector, with a null class for classifier-free guidance
     modulate                                x * (1 + scale) + shift: adaptive LayerNorm's last step
@@ -30,9 +31,10 @@ from torch import nn
 from .kernels import attention, gated_residual, groupnorm_silu, layernorm_modulate
 from .patches import patchify, tubeletify, unpatchify, untubeletify
 
-__all__ = ["check_images", "check_token_ids", "check_values", "timestep_embedding", "TimestepEmbedder", "LabelEmbedder", "modulate",
-           "Attention", "Mlp", "TransformerBlock", "PatchEncoder", "init_transformer", "ConvResBlock", "conv_encoder",
-           "conv_decoder", "group_norm_silu", "patchify", "unpatchify", "tubeletify", "untubeletify"]
+__all__ = ["check_images", "check_token_ids", "check_values", "in_eval_batches", "timestep_embedding",
+           "TimestepEmbedder", "LabelEmbedder", "modulate", "Attention", "Mlp", "TransformerBlock", "PatchEncoder",
+           "init_transformer", "ConvResBlock", "conv_encoder", "conv_decoder", "group_norm_silu", "patchify",
+           "unpatchify", "tubeletify", "untubeletify"]
 
 LN_EPS = 1e-6  # DiT's LayerNorm epsilon, also the fused layernorm_modulate kernel's default
 
@@ -46,6 +48,18 @@ def check_values(x: torch.Tensor) -> bool:
     MINIGEN_DEBUG=1, since reading a value back makes the host wait for the GPU, every step. Shape, dtype and
     device checks never read values and always run."""
     return x.device.type == "cpu" or os.environ.get("MINIGEN_DEBUG", "0") not in ("", "0")
+
+
+@torch.no_grad()
+def in_eval_batches(module: nn.Module, fn, x: torch.Tensor, batch_size: int, empty: torch.Tensor) -> torch.Tensor:
+    """fn over x in batches of batch_size (bounded memory), with `module` in eval mode -> the outputs concatenated
+    along the batch, or `empty` when x has no rows; the module's mode is restored afterwards."""
+    was_training = module.training
+    module.eval()
+    try:
+        return torch.cat([fn(xb) for xb in x.split(batch_size)]) if len(x) else empty
+    finally:
+        module.train(was_training)
 
 
 def check_images(x, who: str, shape: tuple = (1, 28, 28)) -> torch.Tensor:

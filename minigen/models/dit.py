@@ -218,21 +218,20 @@ class DiT(nn.Module):
             c = self.t_embed(t) + self.text_pool(pooled)                                    # (B, dim)
             for block in self.blocks:
                 h = block(h, c, context=context, context_mask=mask)                         # (B, N, dim)
-            out = self.final(h, c)                                                          # (B, N, p*p*C)
-            return unpatchify(out, cfg.patch_size, cfg.in_channels, cfg.input_size, cfg.input_size)
-        cond = self.embeddings(t, y)                                                        # (B, M, dim), M = 1 or 2
-        c = cond.sum(dim=1)                                                                 # (B, dim)
-        if cfg.conditioning == "adaln-zero":          # every block reads c through its shift, scale and gate
-            for block in self.blocks:
-                h = block(h, c)                                                             # (B, N, dim)
-        elif cfg.conditioning == "in-context":        # the condition rides along as extra tokens, dropped at the end
-            h = torch.cat([cond, h], dim=1)                                                 # (B, M + N, dim)
-            for block in self.blocks:
-                h = block(h)
-            h = h[:, cond.shape[1]:]                                                        # (B, N, dim)
-        else:                                         # cross-attention: every token queries the condition tokens
-            for block in self.blocks:
-                h = block(h, context=cond)                                                  # (B, N, dim)
+        else:
+            cond = self.embeddings(t, y)                                                    # (B, M, dim), M = 1 or 2
+            c = cond.sum(dim=1)                                                             # (B, dim)
+            if cfg.conditioning == "adaln-zero":      # every block reads c through its shift, scale and gate
+                for block in self.blocks:
+                    h = block(h, c)                                                         # (B, N, dim)
+            elif cfg.conditioning == "in-context":    # the condition rides along as extra tokens, dropped at the end
+                h = torch.cat([cond, h], dim=1)                                             # (B, M + N, dim)
+                for block in self.blocks:
+                    h = block(h)
+                h = h[:, cond.shape[1]:]                                                    # (B, N, dim)
+            else:                                     # cross-attention: every token queries the condition tokens
+                for block in self.blocks:
+                    h = block(h, context=cond)                                              # (B, N, dim)
         out = self.final(h, c)                                                              # (B, N, p*p*C)
         return unpatchify(out, cfg.patch_size, cfg.in_channels, cfg.input_size, cfg.input_size)  # (B, C, h, w)
 

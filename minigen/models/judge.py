@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..nn import check_images, conv_encoder
+from ..nn import check_images, conv_encoder, in_eval_batches
 
 
 @dataclass
@@ -72,25 +72,17 @@ class AttributeJudge(nn.Module):
                              f"for B = {len(x)} images, got {tuple(y.shape)}")
         return {"loss": F.binary_cross_entropy_with_logits(self(x), y.float())}
 
-    @torch.no_grad()
-    def _in_eval_batches(self, fn, x: torch.Tensor, batch_size: int, width: int) -> torch.Tensor:
-        """fn over x in batches (bounded memory), in eval mode, on x's device -> (N, width); the mode is restored."""
-        was_training = self.training
-        self.eval()
-        out = torch.cat([fn(xb) for xb in x.split(batch_size)]) if len(x) else torch.zeros(0, width)
-        self.train(was_training)
-        return out
-
     def predict(self, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
         """(N, C, s, s) -> (N, A) in {0., 1.}: attribute present where the logit is positive (p > 0.5)."""
-        return self._in_eval_batches(lambda xb: (self(xb) > 0).float(), x, batch_size, self.config.num_attributes)
+        return in_eval_batches(self, lambda xb: (self(xb) > 0).float(), x, batch_size,
+                               torch.zeros(0, self.config.num_attributes))
 
     def features(self, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
         """(N, C, s, s) -> (N, hidden): the activations before the last layer, the face set's FD features (what
         the MNIST classifier's 128-d features are to digits: FD to real faces beside the real-vs-real floor)."""
         body = self.net[:-1]                                   # everything but the final Linear(hidden, A)
-        return self._in_eval_batches(lambda xb: body(check_images(xb, "AttributeJudge.features", self.image_shape)),
-                                     x, batch_size, self.config.hidden)
+        return in_eval_batches(self, lambda xb: body(check_images(xb, "AttributeJudge.features", self.image_shape)),
+                               x, batch_size, torch.zeros(0, self.config.hidden))
 
     @torch.no_grad()
     def accuracy(self, x: torch.Tensor, attributes: torch.Tensor) -> torch.Tensor:

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..nn import check_images, conv_encoder
+from ..nn import check_images, conv_encoder, in_eval_batches
 
 
 @dataclass
@@ -98,19 +98,14 @@ class SceneJudge(nn.Module):
         cell_right = (shape.argmax(-1) == y[..., 0]).float().mean()
         return {"loss": sum(losses) / 3, "accuracy": cell_right.detach()}   # accuracy: shape-or-empty per cell
 
-    @torch.no_grad()
     def read(self, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
         """(N, 3, s, s) -> (N, P, 3) int64 per cell, in `scene_cells`' layout: shape (`shapes` where it sees no
         object), colour, size (-1 where empty); in eval mode (restored after), on x's device."""
-        was_training = self.training
-        self.eval()
-        out = []
-        for xb in x.split(batch_size):
+        def cells(xb):
             shape, color, size = (logits.argmax(-1) for logits in self(xb))  # (B, P) each
             empty = shape == self.config.shapes
-            out.append(torch.stack([shape, color.masked_fill(empty, -1), size.masked_fill(empty, -1)], dim=-1))
-        self.train(was_training)
-        return torch.cat(out) if out else torch.zeros(0, self.config.positions, 3, dtype=torch.long)
+            return torch.stack([shape, color.masked_fill(empty, -1), size.masked_fill(empty, -1)], dim=-1)
+        return in_eval_batches(self, cells, x, batch_size, torch.zeros(0, self.config.positions, 3, dtype=torch.long))
 
 
 __all__ = ["SceneJudge", "SceneJudgeConfig", "SCENE_JUDGE_PRESETS"]
