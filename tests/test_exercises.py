@@ -12,7 +12,8 @@ import torch
 from minigen.exercises import SOLUTIONS, solution
 
 ROOT = Path(__file__).resolve().parents[1]
-TOPICS = ("pixels", "autoencoder", "vae", "flow", "diffusion", "kernels", "dit", "gan", "edits", "clip")
+TOPICS = ("pixels", "autoencoder", "vae", "flow", "diffusion", "kernels", "dit", "gan", "edits", "clip",
+          "t2i")
 
 
 def stub(*args, **kwargs):
@@ -108,6 +109,12 @@ MISTAKES = {
     "clip.contrastive_loss": ("clip", "check_contrastive_loss", (_image_to_text_only,)),
     "clip.clip_score": ("clip", "check_clip_score",                                         # dot product, no cosine
                         (lambda image_emb, text_emb: 2.5 * (image_emb * text_emb).sum(-1).clamp(min=0),)),
+    "t2i.caption_dropout": ("t2i", "check_caption_dropout",                                # single words dropped
+                            (lambda tokens, p, generator=None: tokens.masked_fill(
+                                torch.rand(tokens.shape, generator=generator) < p, 0),)),
+    "t2i.guided_velocity": ("t2i", "check_guided_velocity",                                # the mix swapped
+                            (lambda model, x, t, tokens, scale: model(x, t, tokens) + scale * (
+                                model(x, t, torch.zeros_like(tokens)) - model(x, t, tokens)),)),
 }
 
 

@@ -15,6 +15,7 @@ generated scene is how a model of the real data reads it.
     judge = SceneJudge(SCENE_JUDGE_PRESETS["SceneJudge-B"])
     judge.loss((scenes.images, scene_cells(scenes)))   # training: targets from minigen.data.scene_cells
     captions = caption_cells(judge.read(images))       # full captions of what it sees (minigen.data.caption_cells)
+    judge.features(images)                             # (N, hidden): FD and precision/recall features
     score_captions(captions, scenes)                   # per-attribute recall, precision, count, exact vs the truth
 
 The sizes of the heads come from the config (the scenes' 5 positions, 4 shapes, 6 colours, 2 sizes); the scenes'
@@ -106,6 +107,13 @@ class SceneJudge(nn.Module):
             empty = shape == self.config.shapes
             return torch.stack([shape, color.masked_fill(empty, -1), size.masked_fill(empty, -1)], dim=-1)
         return in_eval_batches(self, cells, x, batch_size, torch.zeros(0, self.config.positions, 3, dtype=torch.long))
+
+    def features(self, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+        """(N, 3, s, s) -> (N, hidden): the activations before the last layer, the scenes' FD and precision/recall
+        features (what the MNIST classifier's 128-d features are to digits)."""
+        body = self.net[:-1]                                   # everything but the final Linear(hidden, P * 13)
+        return in_eval_batches(self, lambda xb: body(check_images(xb, "SceneJudge.features", self.image_shape)),
+                               x, batch_size, torch.zeros(0, self.config.hidden))
 
 
 __all__ = ["SceneJudge", "SceneJudgeConfig", "SCENE_JUDGE_PRESETS"]
