@@ -9,7 +9,8 @@ a function, with relative imports resolved. The rules, by the importing module's
     nn           imports only kernels and patches
     diffusion    imports only nn, patches, kernels, threads (model-agnostic)
     a model file imports only nn, patches, kernels, diffusion; never another model file, recipes or a side library
-    side libraries (data, viz, metrics, train, results, profile, edits) import no model file and not recipes
+    side libraries (data, viz, metrics, train, results, profile, edits, text2image) import no model file and not
+                 recipes
     nothing imports from notebooks/
 """
 import ast
@@ -19,7 +20,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "minigen"
-SIDE = ("data", "viz", "metrics", "train", "results", "profile", "edits")
+SIDE = ("data", "viz", "metrics", "train", "results", "profile", "edits", "text2image")
 ARROW = "notebooks -> recipes -> models -> nn -> kernels"
 ALLOWED = {  # layer -> the layers it may import from inside minigen (None: any but the forbidden below)
     "kernels": {"kernels"},

@@ -138,3 +138,21 @@ def test_score_captions_counts_true_and_complete_statements():
     assert S.score_captions(["a small red in the"], sub)["readable"] == 0.0
     with pytest.raises(ValueError, match="2 captions for 1 scenes"):
         S.score_captions([caption, caption], sub)
+
+
+def test_subset_and_one_word_changed():
+    scenes = S.make_scenes(40, seed=6)
+    keep = (scenes.count == 2).nonzero().squeeze(1)
+    part = scenes.subset(keep)
+    assert len(part) == len(keep) and (part.count == 2).all()
+    assert part.captions == [scenes.captions[i] for i in keep.tolist()]
+    assert torch.equal(part.images, scenes.images[keep])
+    assert scenes.subset(scenes.count == 2).captions == part.captions          # a bool mask picks the same scenes
+    changed, which = S.one_word_changed(scenes, seed=1)
+    assert changed == S.one_word_changed(scenes, seed=1)[0]                       # seeded
+    for i, (c, a) in enumerate(zip(changed, which)):
+        s = S.score_captions([c], scenes.subset([i]))
+        assert c != scenes.captions[i] and s["count"] == 1 and s["precision"] < 1, (c, scenes.captions[i])
+        # exactly one stated value is wrong, and it is of the attribute named
+        objects = int(scenes.count[i])
+        assert s["recall"][a] == (objects - 1) / objects and all(s["recall"][b] == 1 for b in s["recall"] if b != a)

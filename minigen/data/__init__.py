@@ -8,8 +8,8 @@ labels, attributes and captions alongside in a small dataclass. Nothing download
 """
 from .faces import Faces, make_faces
 from .mnist import DataFileError, LabeledImages, load_mnist
-from .scenes import (SCENE_VOCAB, Scenes, caption_cells, detokenize_scenes, make_scenes, parse_caption,
-                     scene_cells, score_captions, tokenize_scenes)
+from .scenes import (SCENE_VOCAB, Scenes, caption_cells, detokenize_scenes, make_scenes, one_word_changed,
+                     parse_caption, scene_cells, score_captions, tokenize_scenes)
 from .shapes import CaptionedShapes, caption_for, make_shapes, tokenize
 from .toy2d import TOY2D, sample_toy2d, toy2d_log_prob
 from .video import ACTIONS, MovingShapes, apply_action, make_moving_shapes, render_frames
@@ -18,4 +18,4 @@ __all__ = ["DataFileError", "LabeledImages", "load_mnist", "TOY2D", "sample_toy2
            "CaptionedShapes", "make_shapes", "caption_for", "tokenize", "Faces", "make_faces",
            "ACTIONS", "MovingShapes", "make_moving_shapes", "apply_action", "render_frames",
            "Scenes", "make_scenes", "tokenize_scenes", "detokenize_scenes", "SCENE_VOCAB", "parse_caption",
-           "score_captions", "scene_cells", "caption_cells"]
+           "score_captions", "scene_cells", "caption_cells", "one_word_changed"]

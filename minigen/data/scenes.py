@@ -63,6 +63,14 @@ class Scenes(AttributeNames):
         return Scenes(self.images.to(device), self.captions, self.short, self.count.to(device),
                       self.shape.to(device), self.color.to(device), self.scale.to(device), self.position.to(device))
 
+    def subset(self, keep) -> "Scenes":
+        """The scenes at the indices `keep` (a 1-D index tensor or list, or a bool mask), as a Scenes of their own."""
+        keep = torch.as_tensor(keep)
+        keep = keep.nonzero().squeeze(1) if keep.dtype == torch.bool else keep.long()
+        idx = keep.tolist()
+        return Scenes(self.images[keep], [self.captions[i] for i in idx], [self.short[i] for i in idx],
+                      *(t[keep] for t in (self.count, self.shape, self.color, self.scale, self.position)))
+
     def objects(self, i: int) -> list[tuple[str, str, str, str]]:
         """Scene i's objects as (size, colour, shape, position) words, in caption order."""
         return [(SIZES[self.scale[i, j]], COLORS[self.color[i, j]], SHAPES[self.shape[i, j]],
@@ -119,6 +127,25 @@ def make_scenes(n: int, seed: int = 0, size: int = 32, split: str = "train") -> 
     return Scenes(images, [full_caption(o) for o in objects],
                   [short_caption(o, s) for o, s in zip(objects, style.tolist())],
                   count, shape, color, scale, position)
+
+
+def one_word_changed(scenes: Scenes, seed: int = 0) -> tuple[list[str], list[str]]:
+    """Each scene's full caption with one attribute of one object changed to a wrong value (a position only to a free
+    cell), and which attribute changed: the near misses of notebook 10's CLIP-score band."""
+    g = torch.Generator().manual_seed(seed)
+    fields = ("shape", "color", "scale", "position")
+    n_values = (len(SHAPES), len(COLORS), len(SIZES), len(POSITIONS))
+    out, which = [], []
+    for i in range(len(scenes)):
+        objs = [list(o) for o in zip(*(getattr(scenes, f)[i, :scenes.count[i]].tolist() for f in fields))]
+        j = int(torch.randint(len(objs), (1,), generator=g))
+        a = int(torch.randint(4, (1,), generator=g))
+        taken = {o[3] for o in objs}
+        wrong = [v for v in range(n_values[a]) if v != objs[j][a] and not (a == 3 and v in taken)]
+        objs[j][a] = wrong[int(torch.randint(len(wrong), (1,), generator=g))]
+        out.append(full_caption(sorted(objs, key=lambda o: o[3])))             # captions list objects by position
+        which.append(("shape", "color", "size", "position")[a])
+    return out, which
 
 
 def _render(shape, color, scale, position, jitter, size: int) -> torch.Tensor:
