@@ -1,5 +1,5 @@
-"""minigen.text2image.draw: one seeded image per prompt whatever the batching (to float rounding), guidance 0 ignores the prompt, and
-a prompt with a word outside the vocabulary is a clear error."""
+"""minigen.text2image.draw: one seeded image per prompt whatever the batching (to float rounding), guidance 0
+ignores the prompt, and a prompt with a word outside the vocabulary is a clear error."""
 import pytest
 import torch
 

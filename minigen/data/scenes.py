@@ -144,7 +144,7 @@ def one_word_changed(scenes: Scenes, seed: int = 0) -> tuple[list[str], list[str
         wrong = [v for v in range(n_values[a]) if v != objs[j][a] and not (a == 3 and v in taken)]
         objs[j][a] = wrong[int(torch.randint(len(wrong), (1,), generator=g))]
         out.append(full_caption(sorted(objs, key=lambda o: o[3])))             # captions list objects by position
-        which.append(("shape", "color", "size", "position")[a])
+        which.append(ATTRIBUTES[a])                                            # defined below, with the parser
     return out, which
 
 
