@@ -54,6 +54,9 @@ BUILDS = {
     "10": "scenes whose captions are provably true; a tokenizer; CLIP from scratch (symmetric contrastive loss); "
           "zero-shot attributes by prompt ensembles; retrieval; the CLIP-score band; a captioner (teacher forcing, "
           "greedy and beam); recaptioning a carelessly captioned set",
+    "11": "a caption DiT with cross-attention to a frozen CLIP text tower, flow matching and classifier-free guidance; "
+          "a prompt box; a scene judge (GenEval-style exact accuracy); a guidance sweep of CLIP score, accuracy and "
+          "diversity; careless vs recaptioned training; detailed vs short prompts; held-out pairs; attention maps",
 }
 
 
