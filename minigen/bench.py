@@ -1,4 +1,4 @@
-"""Kernel benchmarks: `python -m minigen.bench {attention,norm,all}` (DESIGN section 5); `... cpu` is the
+"""Kernel benchmarks: `python -m minigen.bench {attention,norm,temporal,all}` (DESIGN section 5); `... cpu` is the
 CPU-threads table of minigen/bench_cpu.py.
 
 One table per kernel, every contender measured in the same run on the same tensors, so ratios are fair:
@@ -6,6 +6,9 @@ One table per kernel, every contender measured in the same run on the same tenso
                 cudnn, math), in TFLOP/s (formula: `minigen.kernels.attention_flops`), forward and forward+backward
     norms       minigen's fused kernels vs eager PyTorch and `torch.compile` of the same reference, in GB/s of the
                 bytes the op must move at least, beside the bandwidth of a plain copy (the roof for these ops)
+    temporal    (by name only, not in `all`) minigen's temporal attention, reading (B, T, S, H, D) views of a qkv
+                tensor by strides, vs permute -> SDPA -> permute, in TFLOP/s (`temporal_attention_flops`); then full
+                3-D attention vs spatial + temporal attention on the same tensors, in ms and as ratios
 On a machine without CUDA only the PyTorch references run (on the course's own small sizes), and the output says so:
 the Triton numbers need a GPU. Times are medians (triton.testing.do_bench on a GPU).
 
@@ -27,6 +30,8 @@ from minigen.kernels import _dispatch
 from minigen.kernels.flash_attention import attention, attention_flops, attention_reference
 from minigen.kernels.norm import (groupnorm_silu, groupnorm_silu_reference, layernorm_modulate,
                                   layernorm_modulate_reference)
+from minigen.kernels.temporal_attention import (temporal_attention, temporal_attention_flops,
+                                                temporal_attention_reference)
 
 # (label, B, H, N, D). DiT-XL/2: 1152 wide, 16 heads of 72; 256 px -> 32x32 latent, patch 2 -> 256 tokens,
 # 512 px -> 1024 tokens. The course's DiT: 28 px digits, patch 2 -> 196 tokens, 6 heads of 64. Video: 8 frames of
@@ -51,10 +56,16 @@ GROUPNORM_SHAPES = [
     ("U-Net 32x32 C512", 32, 512, 32, 32, 32),
     ("course U-Net 28px C64", 128, 64, 28, 28, 32),
 ]
+# (label, B, T, S, H, D) for temporal attention: a factorized video block, T frames of S = 16x16 or 32x32 tokens
+TEMPORAL_SHAPES = [
+    ("video T16 S256", 2, 16, 256, 16, 64),
+    ("video T32 S1024", 2, 32, 1024, 16, 64),
+]
 # without a GPU: the course's sizes at a smaller batch, so the table takes seconds
 CPU_SHAPES = {"attention": [("course DiT 28px/2", 2, 6, 196, 64), ("course video 8x7x7", 1, 4, 392, 32)],
               "layernorm": [("course DiT 28px/2", 4, 196, 384)],
-              "groupnorm": [("course U-Net 28px C64", 4, 64, 28, 28, 32)]}
+              "groupnorm": [("course U-Net 28px C64", 4, 64, 28, 28, 32)],
+              "temporal": [("course video 8x7x7", 1, 8, 49, 4, 32)]}
 SDPA_BACKENDS = ("flash", "efficient", "cudnn", "math")
 GRAPH_CONTENDERS = ("minigen", "sdpa", "eager", "compile")  # the graph rows: minigen and what it is compared with
 # attention shapes get graph rows below this many forward flops: above it a call takes hundreds of microseconds of GPU
@@ -345,6 +356,86 @@ def bench_norm(device, dtype, compile_=True, only=None, graph=False):
     return rows
 
 
+def _temporal_contenders(device):
+    """name -> temporal attention function of (q, k, v): minigen's kernel where Triton runs on a GPU, and
+    permute -> SDPA (default choice) -> permute; on the CPU the reference and SDPA."""
+    contenders = {}
+    if device.type == "cuda" and _dispatch.triton_can_run(device)[0]:
+        contenders["minigen"] = lambda q, k, v: temporal_attention(q, k, v, backend="triton")
+    elif device.type != "cuda":
+        contenders["reference"] = temporal_attention_reference
+    contenders["sdpa"] = lambda q, k, v: temporal_attention(q, k, v, backend="sdpa")
+    return contenders
+
+
+def _full_3d(q, k, v):
+    """Joint space-time attention over all T*S tokens of each video: (B, T, S, H, D) -> the same, as views."""
+    B, T, S, H, D = q.shape
+    q, k, v = (t.reshape(B, T * S, H, D).transpose(1, 2) for t in (q, k, v))  # (B, H, T*S, D)
+    return torch.nn.functional.scaled_dot_product_attention(q, k, v).transpose(1, 2).unflatten(1, (T, S))
+
+
+def _spatial(q, k, v):
+    """Attention within each frame, over its S tokens: (B, T, S, H, D) -> the same, as views."""
+    B, T, S, H, D = q.shape
+    q, k, v = (t.reshape(B * T, S, H, D).transpose(1, 2) for t in (q, k, v))  # (B*T, H, S, D)
+    return torch.nn.functional.scaled_dot_product_attention(q, k, v).transpose(1, 2).unflatten(0, (B, T))
+
+
+def bench_temporal(device, dtype, only=None, shapes=None):
+    """Temporal attention over q, k, v cut out of one (B, T, S, 3, H, D) qkv tensor (as a factorized video block
+    makes them): the contenders of `_temporal_contenders` in TFLOP/s, then the block comparison, in ms on the same
+    tensors: full 3-D attention (SDPA over T*S tokens) vs spatial (SDPA over S per frame) + temporal. Returns
+    (temporal rows, block rows); `shapes` replaces the table of (label, B, T, S, H, D)."""
+    if shapes is None:
+        shapes = TEMPORAL_SHAPES if device.type == "cuda" else CPU_SHAPES.get("temporal", [])
+    rows, block = [], []
+    for label, B, T, S, H, D in _only(shapes, only):
+        shape = f"{label} B{B} T{T} S{S} H{H} D{D}"
+        qkv = torch.randn(B, T, S, 3, H, D, device=device, dtype=dtype, requires_grad=True)
+        do = torch.randn(B, T, S, H, D, device=device, dtype=dtype)
+        contenders = _temporal_contenders(device)
+        if "minigen" in contenders:
+            print(f"  {label}: " + agreement(contenders["minigen"], contenders["sdpa"], qkv.detach().unbind(3), do,
+                                             ("out", "dq", "dk", "dv")))
+        ms = {}
+        for name, fn in contenders.items():
+            fwd = _time_or_none(lambda: fn(*qkv.unbind(3)), device, name=f"{name} fwd {label}")
+            both = _time_or_none(lambda: fn(*qkv.unbind(3)).backward(do), device, [qkv], f"{name} fwd+bwd {label}")
+            for mode, t in (("fwd", fwd), ("fwd+bwd", both)):
+                ms[name, mode] = t
+                flops = temporal_attention_flops(B, T, S, H, D, backward=mode == "fwd+bwd")
+                rows.append(dict(kernel="temporal_attention", shape=shape, mode=mode, contender=name, ms=t,
+                                 value=None if t is None else flops / (t * 1e-3) / 1e12))
+        for name, fn in (("full 3-D", _full_3d), ("spatial", _spatial)):
+            ms[name, "fwd"] = _time_or_none(lambda: fn(*qkv.unbind(3)), device, name=f"{name} fwd {label}")
+            ms[name, "fwd+bwd"] = _time_or_none(lambda: fn(*qkv.unbind(3)).backward(do), device, [qkv],
+                                                f"{name} fwd+bwd {label}")
+        for mode in ("fwd", "fwd+bwd"):
+            block.append(dict(kernel="temporal_block", shape=shape, mode=mode, full=ms["full 3-D", mode],
+                              spatial=ms["spatial", mode], temporal={n: ms[n, mode] for n in contenders}))
+    return rows, block
+
+
+def format_block_table(block):
+    """The block comparison as text: ms of full 3-D attention, of the spatial step and of each temporal contender,
+    then full / (spatial + temporal) for each: how much faster the factorized block is."""
+    names = list(dict.fromkeys(n for b in block for n in b["temporal"]))
+    head = f"{'shape':<40}{'pass':<10}{'full 3-D':>10}{'spatial':>10}" + "".join(f"{'t ' + n:>12}" for n in names)
+    head += "".join(f"{'full/(sp+t ' + n + ')':>24}" for n in names)
+    lines = [head, "-" * len(head)]
+    ms = lambda t: "-" if t is None else f"{t:.3g}"  # noqa: E731
+    for b in block:
+        line = f"{b['shape']:<40}{b['mode']:<10}{ms(b['full']):>10}{ms(b['spatial']):>10}"
+        line += "".join(f"{ms(b['temporal'][n]):>12}" for n in names)
+        for n in names:
+            parts = (b["full"], b["spatial"], b["temporal"][n])
+            line += f"{'-' if None in parts else f'{parts[0] / (parts[1] + parts[2]):.2f}x':>24}"
+        lines.append(line)
+    return "(ms; 't NAME' = the temporal step by NAME; ratios > 1: the factorized block is that much faster)\n" + \
+        "\n".join(lines)
+
+
 def format_table(rows, unit):
     """Rows -> text: one line per (shape, pass), one column per contender, then minigen's ratio to the baseline."""
     contenders = list(dict.fromkeys(r["contender"] for r in rows))
@@ -383,11 +474,14 @@ def record(rows, dtype):
     for r in rows:
         if r["contender"] != "minigen" or r["value"] is None:
             continue
-        base_name = "sdpa" if r["kernel"] == "attention" else "eager"
+        flops = r["kernel"] in ("attention", "temporal_attention")
+        base_name = "sdpa" if flops else "eager"
         base = next((b["value"] for b in rows if (b["kernel"], b["shape"], b["mode"], b["contender"])
                      == (r["kernel"], r["shape"], r["mode"], base_name)), None)
         label = {"sdpa": "PyTorch SDPA, default backend", "eager": "eager PyTorch"}[base_name]
-        unit = "TFLOP/s" if r["kernel"] == "attention" else "GB/s"
+        if r["kernel"] == "temporal_attention":
+            label = "permute -> PyTorch SDPA, default backend -> permute"
+        unit = "TFLOP/s" if flops else "GB/s"
         if r.get("roof") is not None:
             label += f" (copy {r['roof']:.0f} GB/s)"
         results.record("07_kernels", f"{r['kernel']} {r['mode']} {r['shape']} {str(dtype).replace('torch.', '')}",
@@ -530,6 +624,18 @@ def run(which="all", *, device=None, dtype=None, compile=True, record_results=Fa
         if record_results:
             record(norm, dtype)
         rows += norm
+    if which == "temporal":  # (not part of "all": run it by name)
+        if graph:
+            print("The temporal table has no graph rows.")
+        temporal, block = bench_temporal(device, dtype, only)
+        print("\ntemporal_attention " + format_table(temporal, "TFLOP/s = temporal_attention_flops / time: "
+                                                     "4*B*S*H*T*T*D forward, 3.5x that forward+backward; sdpa = "
+                                                     "permute -> SDPA -> permute"))
+        print("\nfull 3-D attention vs a factorized block (spatial + temporal), same tensors "
+              + format_block_table(block))
+        if record_results:
+            record(temporal, dtype)
+        rows += temporal + block
     return rows
 
 
@@ -541,7 +647,8 @@ def main(argv=None):
         return bench_cpu.main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m minigen.bench", description=__doc__.splitlines()[0],
                                      epilog="python -m minigen.bench cpu --help: the CPU-threads table")
-    parser.add_argument("which", nargs="?", default="all", choices=("attention", "norm", "all"))
+    parser.add_argument("which", nargs="?", default="all", choices=("attention", "norm", "temporal", "all"),
+                        help="'all' is attention and norm; temporal runs by name")
     parser.add_argument("--dtype", default=None, choices=("bf16", "fp16", "fp32"), help="default: bf16 on a GPU")
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile (its compile time is long)")
     parser.add_argument("--record", action="store_true", help="store minigen's GPU figures in docs/results.md")

@@ -38,6 +38,7 @@ TRITON_WINS = {
     "layernorm_modulate": (True, False),   # fwd 1.8-2.4x eager PyTorch; fwd+bwd 0.34-0.46x
     "groupnorm_silu": (True, False),       # fwd 1.2-1.9x eager; fwd+bwd 0.44-0.68x (0.44x at the course U-Net)
     "gated_residual": (False, False),      # not measured on a GPU yet
+    "temporal_attention": (False, False),  # not measured on a GPU yet
 }
 
 
