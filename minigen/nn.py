@@ -8,6 +8,8 @@
     Attention                               multi-head self- or cross-attention through `minigen.kernels.attention`
     Mlp                                     Linear -> GELU -> Linear, the transformer's feed-forward branch
     TransformerBlock                        pre-LN block; optional adaLN-Zero conditioning and cross-attention
+    sincos_positions, FinalLayer            DiT's fixed 2-D positions and its modulated output layer
+    SpaceTimeBlock                          a video block: attention across frames, then within a frame (divided)
     init_transformer                        the one initialisation for stacks of these blocks
     ConvResBlock, conv_encoder, conv_decoder  the two stride-2 conv stacks of the autoencoder and the VAE
     group_norm_silu                         SiLU(GroupNorm(x)) of a GroupNorm module, through the fused kernel
@@ -28,11 +30,12 @@ import os
 import torch
 from torch import nn
 
-from .kernels import attention, gated_residual, groupnorm_silu, layernorm_modulate
+from .kernels import attention, gated_residual, groupnorm_silu, layernorm_modulate, temporal_attention
 from .patches import patchify, tubeletify, unpatchify, untubeletify
 
 __all__ = ["check_images", "check_token_ids", "check_values", "in_eval_batches", "timestep_embedding",
-           "TimestepEmbedder", "LabelEmbedder", "modulate", "Attention", "Mlp", "TransformerBlock", "PatchEncoder",
+           "TimestepEmbedder", "LabelEmbedder", "modulate", "Attention", "Mlp", "TransformerBlock", "SpaceTimeBlock",
+           "FinalLayer", "sincos_positions", "PatchEncoder",
            "init_transformer", "ConvResBlock", "conv_encoder", "conv_decoder", "group_norm_silu", "patchify",
            "unpatchify", "tubeletify", "untubeletify"]
 
@@ -288,6 +291,133 @@ class TransformerBlock(nn.Module):
         return gated_residual(x, self.mlp(layernorm_modulate(x, shift2, scale2, eps=LN_EPS)), gate2)
 
 
+def sincos_positions(dim: int, h: int, w: int) -> torch.Tensor:
+    """Fixed 2-D sine-cosine positions (MAE's and DiT's `get_2d_sincos_pos_embed`): (h*w, dim), row-major like the
+    tokens; the first half of the channels encodes the column, the second half the row (the reference's order),
+    each as sin then cos at geometric frequencies (the Transformer's 1-D code)."""
+    quarter = dim // 4
+    freqs = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float64) / quarter)          # (dim/4,)
+    rows, cols = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64),
+                                indexing="ij")                                            # (h, w) each
+
+    def code(pos):                                                                         # (h*w,) -> (h*w, dim/2)
+        angles = pos.reshape(-1, 1) * freqs[None]                                          # (h*w, dim/4)
+        return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+    return torch.cat([code(cols), code(rows)], dim=1).float()                              # (h*w, dim)
+
+
+class FinalLayer(nn.Module):
+    """LN(x) * (1 + scale(c)) + shift(c), then a linear map to each patch's pixels (DiT's final layer). Unmodulated
+    (`modulated=False`, the in-context and cross-attention variants): a plain LayerNorm, then the linear map."""
+
+    def __init__(self, dim: int, out_features: int, modulated: bool = True):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim, eps=LN_EPS, elementwise_affine=not modulated)
+        self.adaln = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim)) if modulated else None
+        self.linear = nn.Linear(dim, out_features)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        if self.adaln is None:
+            return self.linear(self.norm(x))                                               # (B, N, p*p*C)
+        shift, scale = self.adaln(c).chunk(2, dim=1)                                       # 2 x (B, dim)
+        return self.linear(modulate(self.norm(x), shift, scale))                           # (B, N, p*p*C)
+
+
+class SpaceTimeBlock(nn.Module):
+    """Divided space-time attention (TimeSformer, Bertasius et al., arXiv 2102.05095; ViViT's factorized
+    self-attention, Arnab et al., arXiv 2103.15691) on video tokens x (B, T, S, C): S tokens per frame, T frames.
+
+        x = x + gate_t * temporal(LN(x))     every token attends to the T tokens at its own position, one per frame
+        x = x + gate_s * spatial(LN(x))      every token attends to the S tokens of its own frame
+        x = x + gate_m * mlp(LN(x))
+
+    Full 3-D attention (one TransformerBlock on all T*S tokens) costs (T S)^2 pairs; these two cost T S^2 + S T^2,
+    (T S) / (T + S) times fewer: about 15x at T = 16, S = 256. With `cond_dim`, adaLN-Zero as in TransformerBlock,
+    with a shift, scale and gate per branch (9 vectors) starting at zero, so the block starts as the identity; c may
+    be one vector per clip (B, cond_dim) or one per frame (B, T, cond_dim), e.g. the timestep plus what the frame's
+    actions have done. `attention="full"` makes the same block with one attention over all T*S tokens instead of the
+    temporal + spatial pair (the baseline the factorization is measured against; 6 modulation vectors).
+
+    The temporal branch reads q, k, v in place from its (B, T, S, 3, H, D) projection by strides, through
+    `minigen.kernels.temporal_attention` (no permute to (B, S, H, T, D) and back); the spatial branch is an
+    ordinary `Attention` on the (B*T, S, C) view. With T = 1 the temporal softmax has one key, so that branch is
+    the linear map proj(v(LN(x))) and the block is a spatial transformer block plus it.
+    """
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, *, cond_dim: int | None = None,
+                 backend: str | None = None, attention: str = "factorized"):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"SpaceTimeBlock: width {dim} is not divisible by {heads} heads")
+        if attention not in ("factorized", "full"):
+            raise ValueError(f"SpaceTimeBlock: attention {attention!r}: choose 'factorized' or 'full'")
+        affine = cond_dim is None
+        self.dim, self.heads, self.cond_dim, self.backend = dim, heads, cond_dim, backend
+        self.factorized = attention == "factorized"
+        if self.factorized:
+            self.norm_t = nn.LayerNorm(dim, eps=LN_EPS, elementwise_affine=affine)
+            self.qkv_t = nn.Linear(dim, 3 * dim)
+            self.proj_t = nn.Linear(dim, dim)
+        self.norm_s = nn.LayerNorm(dim, eps=LN_EPS, elementwise_affine=affine)
+        self.attn_s = Attention(dim, heads, backend=backend)                    # within a frame, or (full) the clip
+        self.norm_m = nn.LayerNorm(dim, eps=LN_EPS, elementwise_affine=affine)
+        self.mlp = Mlp(dim, mlp_ratio)
+        self.branches = 3 if self.factorized else 2
+        self.adaln = (nn.Sequential(nn.SiLU(), nn.Linear(cond_dim, 3 * self.branches * dim))
+                      if cond_dim is not None else None)
+        self.zero_init()
+
+    def zero_init(self) -> None:
+        """adaLN-Zero: the modulation layer starts at zero (every gate 0: the block is the identity)."""
+        if self.adaln is not None:
+            nn.init.zeros_(self.adaln[-1].weight)
+            nn.init.zeros_(self.adaln[-1].bias)
+
+    def temporal(self, h: torch.Tensor) -> torch.Tensor:
+        """Attention across frames at each position: normed tokens (B, T, S, C) -> (B, T, S, C)."""
+        B, T, S, C = h.shape
+        H, D = self.heads, C // self.heads
+        qkv = self.qkv_t(h).view(B, T, S, 3, H, D)                                   # (B, T, S, 3, H, D)
+        q, k, v = qkv.unbind(dim=3)                                                  # 3 x (B, T, S, H, D) views
+        y = temporal_attention(q, k, v, backend=self.backend)                        # (B, T, S, H, D)
+        return self.proj_t(y.reshape(B, T, S, C))                                    # (B, T, S, C)
+
+    def spatial(self, h: torch.Tensor) -> torch.Tensor:
+        """Attention within each frame (full: over the whole clip): normed tokens (B, T, S, C) -> (B, T, S, C)."""
+        B, T, S, C = h.shape
+        if not self.factorized:
+            return self.attn_s(h.reshape(B, T * S, C)).view(B, T, S, C)             # (B, T*S, C): every pair
+        return self.attn_s(h.reshape(B * T, S, C)).view(B, T, S, C)                 # (B*T, S, C) per frame
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        if not torch.is_tensor(x) or x.ndim != 4 or x.shape[-1] != self.dim:
+            shape = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
+            raise ValueError(f"SpaceTimeBlock expects video tokens of shape (B, T, S, {self.dim}), got {shape}")
+        B, T, S, C = x.shape
+        branches = (self.temporal, self.spatial, self.mlp) if self.factorized else (self.spatial, self.mlp)
+        if self.adaln is None:
+            if c is not None:
+                raise ValueError("SpaceTimeBlock was built without cond_dim; it takes no conditioning vector c")
+            norms = (self.norm_t, self.norm_s, self.norm_m) if self.factorized else (self.norm_s, self.norm_m)
+            for norm, branch in zip(norms, branches):
+                x = x + branch(norm(x))
+            return x                                                                 # (B, T, S, C)
+        if not torch.is_tensor(c) or c.shape not in ((B, self.cond_dim), (B, T, self.cond_dim)):
+            shape = tuple(c.shape) if torch.is_tensor(c) else type(c).__name__
+            raise ValueError(f"SpaceTimeBlock expects a conditioning vector c of shape ({B}, {self.cond_dim}) or one "
+                             f"per frame ({B}, {T}, {self.cond_dim}), got {shape}")
+        if c.ndim == 2:                                                              # one c for the whole clip
+            c = c[:, None].expand(B, T, self.cond_dim)
+        mods = self.adaln(c.reshape(B * T, self.cond_dim)).chunk(3 * self.branches, dim=1)  # (B*T, C) each
+        x = x.reshape(B * T, S, C)                                                   # the fused ops take (B, N, C)
+        for i, branch in enumerate(branches):
+            shift, scale, gate = mods[3 * i:3 * i + 3]                               # this frame's, per branch
+            h = layernorm_modulate(x, shift, scale, eps=LN_EPS).view(B, T, S, C)    # (B, T, S, C)
+            x = gated_residual(x, branch(h).reshape(B * T, S, C), gate)              # (B*T, S, C)
+        return x.view(B, T, S, C)
+
+
 class PatchEncoder(nn.Module):
     """A small ViT body: (B, C, H, W) images in [-1, 1] -> patch tokens (B, N, dim), N = (H/p)(W/p), row-major.
 
@@ -336,7 +466,7 @@ def init_transformer(module: nn.Module) -> None:
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
     for m in module.modules():
-        if isinstance(m, TransformerBlock):
+        if isinstance(m, (TransformerBlock, SpaceTimeBlock)):
             m.zero_init()
 
 

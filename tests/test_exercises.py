@@ -13,7 +13,7 @@ from minigen.exercises import SOLUTIONS, solution
 
 ROOT = Path(__file__).resolve().parents[1]
 TOPICS = ("pixels", "autoencoder", "vae", "flow", "diffusion", "kernels", "dit", "gan", "edits", "clip",
-          "t2i")
+          "t2i", "video")
 
 
 def stub(*args, **kwargs):
@@ -72,6 +72,12 @@ def _lerp_rescaled_to_the_sphere(a, b, t):        # right length, wrong place al
 
 
 # exercise key -> (checker module, checker name, a plausible mistake: the functions the checker takes)
+def _attention_across_space(q, k, v):           # (B, T, S, H, D) -> attends over S, the other axis
+    q, k, v = (x.permute(0, 1, 3, 2, 4) for x in (q, k, v))             # (B, T, H, S, D)
+    out = (q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5).softmax(-1) @ v
+    return out.permute(0, 1, 3, 2, 4)
+
+
 MISTAKES = {
     "pixels.patchify": ("pixels", "check_patchify", (_patchify_channels_first,)),
     "pixels.token_count": ("pixels", "check_token_count",
@@ -115,6 +121,9 @@ MISTAKES = {
     "t2i.guided_velocity": ("t2i", "check_guided_velocity",                                # the mix swapped
                             (lambda model, x, t, tokens, scale: model(x, t, tokens) + scale * (
                                 model(x, t, torch.zeros_like(tokens)) - model(x, t, tokens)),)),
+    "video.temporal_attention": ("video", "check_temporal_attention", (_attention_across_space,)),
+    "video.velocity_error": ("video", "check_velocity_error",                               # positions, not steps
+                             (lambda centres, positions: (centres - positions).norm(dim=-1).mean().item(),)),
 }
 
 

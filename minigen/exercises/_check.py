@@ -53,7 +53,7 @@ def solution(key: str) -> None:
         importlib.import_module(f"minigen.exercises.{topic}")
     except ModuleNotFoundError:
         raise KeyError(f"no exercise topic {topic!r}; topics: pixels, autoencoder, vae, flow, diffusion, kernels, "
-                       "dit, gan, edits, clip, t2i")
+                       "dit, gan, edits, clip, t2i, video")
     if key not in SOLUTIONS:
         known = sorted(k for k in SOLUTIONS if k.startswith(topic + "."))
         raise KeyError(f"no exercise {key!r}; exercises of {topic}: {', '.join(known)}")

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..nn import LN_EPS, LabelEmbedder, TimestepEmbedder, TransformerBlock, init_transformer, modulate
+from ..nn import FinalLayer, LabelEmbedder, TimestepEmbedder, TransformerBlock, init_transformer, sincos_positions
 from ..patches import patchify, unpatchify
 
 CONDITIONINGS = ("adaln-zero", "in-context", "cross-attention")
@@ -89,39 +89,6 @@ TEXT_DIT_PRESETS = {
     "DiT-Text-B/4": DiTConfig(in_channels=3, input_size=32, patch_size=4, dim=384, depth=8, heads=6,
                               num_classes=None, text_dim=256),    # gpu, beside CLIP-B
 }
-
-
-def sincos_positions(dim: int, h: int, w: int) -> torch.Tensor:
-    """Fixed 2-D sine-cosine positions (MAE's and DiT's `get_2d_sincos_pos_embed`): (h*w, dim), row-major like the
-    tokens; the first half of the channels encodes the column, the second half the row (the reference's order),
-    each as sin then cos at geometric frequencies (the Transformer's 1-D code)."""
-    quarter = dim // 4
-    freqs = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float64) / quarter)          # (dim/4,)
-    rows, cols = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64),
-                                indexing="ij")                                            # (h, w) each
-
-    def code(pos):                                                                         # (h*w,) -> (h*w, dim/2)
-        angles = pos.reshape(-1, 1) * freqs[None]                                          # (h*w, dim/4)
-        return torch.cat([angles.sin(), angles.cos()], dim=1)
-
-    return torch.cat([code(cols), code(rows)], dim=1).float()                              # (h*w, dim)
-
-
-class FinalLayer(nn.Module):
-    """LN(x) * (1 + scale(c)) + shift(c), then a linear map to each patch's pixels (DiT's final layer). Unmodulated
-    (`modulated=False`, the in-context and cross-attention variants): a plain LayerNorm, then the linear map."""
-
-    def __init__(self, dim: int, out_features: int, modulated: bool = True):
-        super().__init__()
-        self.norm = nn.LayerNorm(dim, eps=LN_EPS, elementwise_affine=not modulated)
-        self.adaln = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim)) if modulated else None
-        self.linear = nn.Linear(dim, out_features)
-
-    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        if self.adaln is None:
-            return self.linear(self.norm(x))                                               # (B, N, p*p*C)
-        shift, scale = self.adaln(c).chunk(2, dim=1)                                       # 2 x (B, dim)
-        return self.linear(modulate(self.norm(x), shift, scale))                           # (B, N, p*p*C)
 
 
 class DiT(nn.Module):
