@@ -1,6 +1,6 @@
 """Shared building blocks for the model files (DESIGN §1): every model family is written from these.
 
-    check_images, check_values              input checks that name the problem
+    check_images, check_videos, check_values  input checks that name the problem; num_parameters
     in_eval_batches                         a readout over many images in batches, in eval mode (the judges)
     timestep_embedding, TimestepEmbedder    t -> sinusoids (-> MLP): DDPM's and DiT's time input
     LabelEmbedder                           class -> vector, with a null class for classifier-free guidance
@@ -33,11 +33,11 @@ from torch import nn
 from .kernels import attention, gated_residual, groupnorm_silu, layernorm_modulate, temporal_attention
 from .patches import patchify, tubeletify, unpatchify, untubeletify
 
-__all__ = ["check_images", "check_token_ids", "check_values", "in_eval_batches", "timestep_embedding",
-           "TimestepEmbedder", "LabelEmbedder", "modulate", "Attention", "Mlp", "TransformerBlock", "SpaceTimeBlock",
-           "FinalLayer", "sincos_positions", "PatchEncoder",
-           "init_transformer", "ConvResBlock", "conv_encoder", "conv_decoder", "group_norm_silu", "patchify",
-           "unpatchify", "tubeletify", "untubeletify"]
+__all__ = ["check_images", "check_videos", "num_parameters", "check_token_ids", "check_values", "in_eval_batches",
+           "timestep_embedding", "TimestepEmbedder", "LabelEmbedder", "modulate", "Attention", "Mlp",
+           "TransformerBlock", "SpaceTimeBlock", "FinalLayer", "sincos_positions", "PatchEncoder", "init_transformer",
+           "ConvResBlock", "conv_encoder", "conv_decoder", "group_norm_silu", "patchify", "unpatchify", "tubeletify",
+           "untubeletify"]
 
 LN_EPS = 1e-6  # DiT's LayerNorm epsilon, also the fused layernorm_modulate kernel's default
 
@@ -79,6 +79,22 @@ def check_images(x, who: str, shape: tuple = (1, 28, 28)) -> torch.Tensor:
     if not x.is_floating_point():
         raise TypeError(f"{who} expects float images, got dtype {x.dtype}")
     return x
+
+
+def check_videos(x, who: str, shape: tuple) -> torch.Tensor:
+    """Raise a clear error unless x is a float batch of clips (B, T, C, h, w) with (T, C, h, w) == shape; return x."""
+    if not torch.is_tensor(x) or x.ndim != 5 or tuple(x.shape[1:]) != tuple(shape):
+        got = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
+        raise ValueError(f"{who} expects videos of shape (B, T, C, h, w) = (B, {', '.join(map(str, shape))}), "
+                         f"got {got}")
+    if not x.is_floating_point():
+        raise ValueError(f"{who} expects float videos in [-1, 1], got dtype {x.dtype}")
+    return x
+
+
+def num_parameters(model: nn.Module) -> int:
+    """Every parameter of the model, trained or frozen."""
+    return sum(p.numel() for p in model.parameters())
 
 
 def _check_tokens(x, who: str, dim: int, name: str = "x") -> None:
@@ -407,9 +423,10 @@ class SpaceTimeBlock(nn.Module):
             shape = tuple(c.shape) if torch.is_tensor(c) else type(c).__name__
             raise ValueError(f"SpaceTimeBlock expects a conditioning vector c of shape ({B}, {self.cond_dim}) or one "
                              f"per frame ({B}, {T}, {self.cond_dim}), got {shape}")
+        mods = self.adaln(c)                                                         # (B, [T,] 3 * branches * C)
         if c.ndim == 2:                                                              # one c for the whole clip
-            c = c[:, None].expand(B, T, self.cond_dim)
-        mods = self.adaln(c.reshape(B * T, self.cond_dim)).chunk(3 * self.branches, dim=1)  # (B*T, C) each
+            mods = mods[:, None].expand(B, T, mods.shape[-1])
+        mods = mods.reshape(B * T, -1).chunk(3 * self.branches, dim=1)               # (B*T, C) each: per frame
         x = x.reshape(B * T, S, C)                                                   # the fused ops take (B, N, C)
         for i, branch in enumerate(branches):
             shift, scale, gate = mods[3 * i:3 * i + 3]                               # this frame's, per branch

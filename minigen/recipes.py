@@ -95,7 +95,8 @@ class Recipe:
     def build(self, device=None, text_encoder: nn.Module | None = None, **hybrid) -> nn.Module:
         """The untrained model: the preset's network, wrapped in minigen.diffusion.Diffusion for a diffusion
         recipe, in FlowMatching for a flow-matching one, in VAEGAN / FlowGAN with the `judge` preset's
-        Discriminator for a hybrid (keyword arguments go to that wrapper, e.g. mode="adversarial"). A caption
+        Discriminator for a hybrid (keyword arguments go to that wrapper, e.g. mode="adversarial"), in
+        VideoFlowMatching for a video recipe ("video", "video-full"). A caption
         model ("t2i") is built around `text_encoder`, a trained CLIP's text tower. Draws its initial weights from
         the global RNG, as constructing the class by hand does."""
         config = self.model_config()
@@ -397,8 +398,8 @@ def _captioner(P: Profile) -> Recipe:
 
 
 def _video(P: Profile, attention: str = "factorized") -> Recipe:
-    # Notebook 09's video generator: a DiT on 1 x 8 x 8 tubelets of 8-frame moving-shape clips, conditioned on the
-    # first frame and the actions, flow matching with x-prediction. The full-attention twin ("video-full") trains
+    # Notebook 09's video generator: a DiT on tubelets of moving-shape clips (cpu: 1 x 8 x 8 of 8 frames), conditioned
+    # on the first frame and the actions, flow matching with x-prediction. The full-attention twin ("video-full") trains
     # with the same budget for the notebook's comparison. Trials at cpu (the 2-core CPU machine, judged on 200 test
     # clips): 1400 steps of 16 (about 4.7 min) read the right shape in 0.63 of frames, velocity error 1.01 px (copying
     # the first frame: 1.39); batch 16 at 1200 steps beat batch 32 at 600 (same time); lr 3e-3 with width 128 was worse

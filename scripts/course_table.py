@@ -51,7 +51,7 @@ BUILDS = {
     "08": "an attribute judge on cartoon faces; attribute vectors in a VAE, a GAN's z and a diffusion model's "
           "DDIM-inverted noise, measured by flip and preservation rates vs a random direction; slerp; MNIST "
           "thickness and slant vectors; an explorer",
-    "09": "tubelets and the cost of attention over a clip; full vs factorized (space, then time) attention, counted "
+    "09": "tubelets and the cost of attention over a clip; full vs factorized (time, then space) attention, counted "
           "and timed; temporal attention read in place by strides (a Triton kernel); a video DiT conditioned on the "
           "first frame and the actions; a frame judge (shape, colour, centre, velocity); factorized vs full",
     "10": "scenes whose captions are provably true; a tokenizer; CLIP from scratch (symmetric contrastive loss); "

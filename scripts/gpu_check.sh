@@ -98,6 +98,12 @@ else
   timeout 100 python3 -m minigen.bench all --no-compile --record >>"$log" 2>&1
 fi
 cp notebooks/07_kernels.ipynb docs/results.json docs/results.md "$OUT"/  # again at the end; this survives a time-out
+# notebook 09's temporal attention (ours vs permute -> SDPA -> permute, and the full vs factorized block), recorded
+if (( SECONDS < 470 )); then
+  timeout 60 python3 -m minigen.bench temporal --record >"$OUT/bench_temporal.txt" 2>&1
+  echo "bench temporal: exit $?" | tee -a "$log"
+  cp docs/results.json docs/results.md "$OUT"/
+fi
 # the fused GroupNorm + SiLU inside the course's U-Net: a training step with and without it
 if (( SECONDS < 500 )); then
   timeout 60 python3 scripts/unet_step_time.py >/tmp/unet.txt 2>&1

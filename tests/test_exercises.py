@@ -71,13 +71,13 @@ def _lerp_rescaled_to_the_sphere(a, b, t):        # right length, wrong place al
     return p / p.norm() * ((1 - t) * a.norm() + t * b.norm())
 
 
-# exercise key -> (checker module, checker name, a plausible mistake: the functions the checker takes)
 def _attention_across_space(q, k, v):           # (B, T, S, H, D) -> attends over S, the other axis
     q, k, v = (x.permute(0, 1, 3, 2, 4) for x in (q, k, v))             # (B, T, H, S, D)
-    out = (q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5).softmax(-1) @ v
+    out = (q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5).softmax(-1) @ v         # (B, T, H, S, D)
     return out.permute(0, 1, 3, 2, 4)
 
 
+# exercise key -> (checker module, checker name, a plausible mistake: the functions the checker takes)
 MISTAKES = {
     "pixels.patchify": ("pixels", "check_patchify", (_patchify_channels_first,)),
     "pixels.token_count": ("pixels", "check_token_count",

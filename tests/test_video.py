@@ -6,9 +6,10 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from minigen.data.video import make_moving_shapes
 from minigen.models.frame_judge import FRAME_JUDGE_PRESETS, FrameJudge
-from minigen.models.video import (VIDEO_PRESETS, VideoDiT, VideoDiTConfig, VideoFlowMatching, attention_flops,
-                                  block_flops, generate)
-from minigen.nn import SpaceTimeBlock, modulate
+from minigen.models.video import (MOVES, VIDEO_PRESETS, VideoDiT, VideoDiTConfig, VideoFlowMatching, block_flops,
+                                  clip_attention_flops, generate)
+from minigen.nn import SpaceTimeBlock, modulate, timestep_embedding
+from minigen.recipes import recipe
 from minigen.patches import tubeletify, untubeletify
 from minigen.train import TrainConfig, Trainer
 
@@ -18,8 +19,7 @@ ODD = VideoDiTConfig(frames=6, channels=3, size=12, patch_size=3, tubelet=2, dim
 def moved(model: VideoDiT) -> VideoDiT:
     """The model with its zero-initialised layers moved off zero, so every part shows in the output."""
     with torch.no_grad():
-        layers = [model.final.linear, model.final.adaln[-1]] + [b.adaln[-1] for b in model.blocks]
-        for layer in layers + ([model.refine[-1]] if model.refine is not None else []):
+        for layer in [model.final.linear, model.final.adaln[-1]] + [b.adaln[-1] for b in model.blocks]:
             layer.weight.normal_(std=0.05)
             layer.bias.normal_(std=0.05)
     return model
@@ -31,10 +31,9 @@ def condition(config, B, seed=0):
     return first, torch.randint(0, config.num_actions, (B, config.frames), generator=g)
 
 
-@pytest.mark.parametrize("config", [ODD, VIDEO_PRESETS["VideoDiT-T"], VideoDiTConfig(attention="full", dim=32,
-                                                                                       depth=1, heads=2,
-                                                                                       action_input="tokens")],
-                         ids=["odd", "T", "full"])
+@pytest.mark.parametrize("config", [ODD, VIDEO_PRESETS["VideoDiT-T"], VIDEO_PRESETS["VideoDiT-T-full"],
+                                    VideoDiTConfig(dim=32, depth=1, heads=2, action_input="tokens")],
+                         ids=["odd", "T", "T-full", "tokens"])
 def test_shapes_and_zero_prediction_at_init(config):
     model = VideoDiT(config)
     x = torch.randn(2, *model.video_shape)
@@ -86,13 +85,13 @@ def test_flops_formulas_match_counted_einsums(T, S):
     q = k = v = torch.randn(B, T * S, dim)
     with FlopCounterMode(display=False) as counter:                                # full: every pair of T*S tokens
         torch.einsum("bnd,bmd->bnm", q, k).softmax(-1).matmul(v)
-    assert counter.get_total_flops() == attention_flops(T, S, dim, factorized=False)
+    assert counter.get_total_flops() == clip_attention_flops(T, S, dim, factorized=False)
     x = q.view(B, T, S, dim)
     with FlopCounterMode(display=False) as counter:                                # space within a frame, time across
         torch.einsum("btsd,btud->btsu", x, x).softmax(-1).matmul(x)
         xt = x.transpose(1, 2)                                                     # (B, S, T, dim)
         torch.einsum("bstd,bsud->bstu", xt, xt).softmax(-1).matmul(xt)
-    assert counter.get_total_flops() == attention_flops(T, S, dim, factorized=True)
+    assert counter.get_total_flops() == clip_attention_flops(T, S, dim, factorized=True)
     # the blocks: counted on the real modules on the readable attention (PyTorch's counter does not see into the
     # CPU's fused SDPA); no conditioning; norms and activations are not FLOPs here
     blocks = {False: SpaceTimeBlock(dim, 2, backend="reference", attention="full"),
@@ -101,12 +100,6 @@ def test_flops_formulas_match_counted_einsums(T, S):
         with FlopCounterMode(display=False) as counter, torch.no_grad():
             block(x)
         assert counter.get_total_flops() == block_flops(T, S, dim, factorized=factorized), factorized
-
-
-def test_factorized_beats_full_by_the_lecture_ratio():
-    """(T S)^2 / (T S^2 + S T^2) = T S / (T + S): 15x at T = 16, S = 256, the kernel bench's shape."""
-    ratio = attention_flops(16, 256, 64, factorized=False) / attention_flops(16, 256, 64, factorized=True)
-    assert abs(ratio - 16 * 256 / (16 + 256)) < 1e-9 and 15 < ratio < 15.1
 
 
 def test_wrong_inputs_are_named():
@@ -162,6 +155,45 @@ def test_actions_reach_each_frame_as_a_running_total():
     got = model.action_tokens(actions)                                             # (1, 4, 16)
     want = torch.stack([torch.zeros(16), e[1] + e[2], e[1] + e[2] + e[3] + e[4], e[[1, 2, 3, 4, 0, 1]].sum(0)])
     assert torch.allclose(got[0], want, atol=1e-6)
+
+
+def test_actions_reach_each_frame_with_the_displacement_they_command():
+    """With action_deltas (every preset), frame t also gets the MLP of sine-cosine features of the displacement that
+    actions 0 .. t-1 command: here checked against displacements added up by hand."""
+    model = VideoDiT(VideoDiTConfig(dim=16, depth=1, heads=2, action_deltas=MOVES))
+    codes = []
+    model.motion = torch.nn.Identity()
+    model.motion.register_forward_hook(lambda module, args, out: codes.append(out))
+    actions = torch.tensor([[1, 1, 4, 0, 2, 3, 3, 4]])                             # up, up, right, stay, down, ...
+    model.action_tokens(actions)
+    by_hand = [(0, 0), (-2, 0), (-4, 0), (-4, 2), (-4, 2), (-2, 2), (-2, 0), (-2, -2)]   # before frames 0 .. 7
+    d = torch.tensor(by_hand, dtype=torch.float32)
+    want = torch.cat([timestep_embedding(d[:, i] * 8, 8) for i in range(2)], dim=-1)   # (T, 16)
+    assert torch.allclose(codes[0][0], want, atol=1e-6)
+    with pytest.raises(ValueError, match="action_deltas"):
+        VideoDiTConfig(action_deltas=MOVES[:3])
+
+
+def test_untrained_flow_copies_the_first_frame():
+    """x-prediction as the first frame plus a change: at init (the change is 0) the clean clip is the first frame
+    repeated, and the sampler's velocity is (x_t - first frame) / t."""
+    flow = VideoFlowMatching(VideoDiT(VIDEO_PRESETS["VideoDiT-T"]))
+    data = make_moving_shapes(3, seed=5, frames=8, channels=3)
+    first, x_t, t = data.videos[:, 0], torch.randn(3, 8, 3, 32, 32), torch.tensor([0.2, 0.5, 0.9])
+    y = (first, data.actions)
+    repeated = first[:, None].expand_as(x_t)
+    assert torch.equal(flow.clean(x_t, t, y), repeated)
+    assert torch.allclose(flow(x_t, t, y), (x_t - repeated) / t.view(-1, 1, 1, 1, 1))
+    with pytest.raises(ValueError, match=r"\(videos"):
+        flow.loss(data.videos)
+
+
+def test_recipes_build_the_video_models():
+    flow, full = recipe("video", "ci").build(), recipe("video-full", "ci").build()
+    assert isinstance(flow, VideoFlowMatching) and flow.config.attention == "factorized"
+    assert isinstance(full, VideoFlowMatching) and full.config.attention == "full"
+    assert isinstance(recipe("frame-judge", "ci").build(), FrameJudge)
+    assert recipe("video", "cpu").preset == "VideoDiT-S" and recipe("video-full", "cpu").preset == "VideoDiT-S-full"
 
 
 def test_presets_know_what_the_actions_mean():

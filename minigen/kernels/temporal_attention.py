@@ -18,7 +18,8 @@ Public API (the models call it through `minigen.nn`):
     temporal_attention_flops(B, T, S, H, D, *, causal=False, backward=False) -> float
 
     q, k, v    (B, T, S, H, D), any strides: typically views of one qkv projection, qkv[:, :, :, i] of a
-               (B, T, S, 3, H, D) tensor. D (head dim) 16..128 and T <= 128 for the Triton kernel; any for the others
+               (B, T, S, 3, H, D) tensor. D (head dim) <= 128 (padded to 16 at least) and T <= 128 for the Triton
+               kernel; any for the others
     causal     frame t sees frames <= t
     scale      multiplies q.k; default 1/sqrt(D)
     backend    None (choose), "triton", "sdpa" or "reference"; see `minigen.kernels._dispatch`. Until a GPU

@@ -30,7 +30,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..nn import FinalLayer, LabelEmbedder, TimestepEmbedder, TransformerBlock, init_transformer, sincos_positions
+from ..nn import (FinalLayer, LabelEmbedder, TimestepEmbedder, TransformerBlock, init_transformer, num_parameters,
+                  sincos_positions)
 from ..patches import patchify, unpatchify
 
 CONDITIONINGS = ("adaln-zero", "in-context", "cross-attention")
@@ -224,9 +225,6 @@ def init_weights(model: DiT) -> None:
         nn.init.zeros_(layer.weight)
         nn.init.zeros_(layer.bias)
 
-
-def num_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 def flops_per_forward(config: DiTConfig, context: int = 26) -> float:

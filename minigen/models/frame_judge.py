@@ -5,10 +5,10 @@ A video generator can fail in ways a per-frame image metric cannot see: the obje
 drifts, or it moves the wrong way. The judge reads every frame on its own, trained on real frames only (as notebook
 08's face judge and 11's scene judge), and `score` turns its readings into the clip-level numbers:
 
-    x (B, 3, 32, 32) in [-1, 1] --conv_encoder--> (B, S + C + 2)
-        [:, :S]        shape logits        S = 4 (minigen.data.shapes.SHAPES)
-        [:, S:S+C]     colour logits       C = 6 (COLORS)
-        [:, S+C:]      centre (row, col), as (pixel - (size - 1) / 2) / (size / 2): about [-1, 1]
+    x (B, 3, 32, 32) in [-1, 1] --conv_encoder--> (B, Ks + Kc + 2)
+        [:, :Ks]         shape logits        Ks = 4 (minigen.data.shapes.SHAPES)
+        [:, Ks:Ks+Kc]    colour logits       Kc = 6 (COLORS)
+        [:, Ks+Kc:]      centre (row, col), as (pixel - (size - 1) / 2) / (size / 2): about [-1, 1]
 
     judge = FrameJudge(FRAME_JUDGE_PRESETS["FrameJudge-B"])
     judge.loss((frames, shape, color, centre))          # training on real frames (minigen.data.make_moving_shapes)
@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..nn import check_images, conv_encoder, in_eval_batches
+from ..nn import check_images, check_videos, conv_encoder, in_eval_batches
 
 
 @dataclass
@@ -55,13 +55,14 @@ FRAME_JUDGE_PRESETS = {
 
 
 class FrameJudge(nn.Module):
-    """conv_encoder's two stride-2 convs, a hidden layer, then shape logits, colour logits and the centre."""
+    """conv_encoder's two stride-2 convs, a hidden layer, then shape logits, colour logits and the centre (Ks, Kc
+    are the numbers of shapes and colours: S and C are the course's letters for tokens and channels)."""
 
     def __init__(self, config: FrameJudgeConfig = FrameJudgeConfig()):
         super().__init__()
         self.config = c = config
         self.net = conv_encoder(c.shapes + c.colors + 2, in_channels=c.channels, width=c.width, hidden=c.hidden,
-                                blocks=c.blocks, image_size=c.image_size)   # (B, C, s, s) -> (B, S + C + 2)
+                                blocks=c.blocks, image_size=c.image_size)   # (B, 3, s, s) -> (B, Ks + Kc + 2)
 
     @property
     def image_shape(self) -> tuple:
@@ -76,11 +77,11 @@ class FrameJudge(nn.Module):
         return unit * half + (self.config.image_size - 1) / 2
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(B, C, s, s) frames in [-1, 1] -> shape logits (B, S), colour logits (B, C), centre (B, 2) in unit
+        """(B, 3, s, s) frames in [-1, 1] -> shape logits (B, Ks), colour logits (B, Kc), centre (B, 2) in unit
         coordinates."""
-        out = self.net(check_images(x, "FrameJudge", self.image_shape))                 # (B, S + C + 2)
-        S, C = self.config.shapes, self.config.colors
-        return out[:, :S], out[:, S:S + C], out[:, S + C:]
+        out = self.net(check_images(x, "FrameJudge", self.image_shape))                 # (B, Ks + Kc + 2)
+        Ks, Kc = self.config.shapes, self.config.colors
+        return out[:, :Ks], out[:, Ks:Ks + Kc], out[:, Ks + Kc:]
 
     def loss(self, batch) -> dict:
         """batch = (frames (B, C, s, s), shape (B,), color (B,), centre (B, 2) pixels): cross-entropy on shape and
@@ -120,10 +121,9 @@ class FrameJudge(nn.Module):
             centre_error             mean distance (pixels) of the read centre from the true one
             velocity_error           mean distance (pixels) of the read step c[t+1] - c[t] from the true step
         """
-        if clips.ndim != 5 or tuple(clips.shape[2:]) != self.image_shape:
-            raise ValueError(f"FrameJudge.score expects clips (N, T, {', '.join(map(str, self.image_shape))}), "
-                             f"got {tuple(clips.shape)}")
-        N, T = clips.shape[:2]
+        T = clips.shape[1] if torch.is_tensor(clips) and clips.ndim == 5 else "T"
+        check_videos(clips, "FrameJudge.score", (T, *self.image_shape))
+        N = len(clips)
         if shape.shape != (N,) or color.shape != (N,) or positions.shape != (N, T, 2):
             raise ValueError(f"FrameJudge.score expects shape (N,), color (N,) and positions (N, T, 2) for "
                              f"{N} clips of {T} frames, got {tuple(shape.shape)}, {tuple(color.shape)}, "

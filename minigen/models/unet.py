@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..kernels import attention
-from ..nn import check_values, group_norm_silu, timestep_embedding
+# num_parameters is re-exported: notebook 04 imports it from here
+from ..nn import check_values, group_norm_silu, num_parameters, timestep_embedding  # noqa: F401
 
 
 @dataclass
@@ -170,7 +171,4 @@ class UNet(nn.Module):
         out = self.conv_out(group_norm_silu(self.norm_out, h))                         # (B, C_in*r^2, h, w)
         return F.pixel_shuffle(out, self.config.unshuffle)                             # (B, C_in, r*h, r*w)
 
-
-def num_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 

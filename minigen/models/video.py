@@ -12,19 +12,22 @@ across frames and within a frame (TimeSformer's divided space-time attention, ar
         --Linear-->            (B, T', S, dim)       T' = T/pt token frames, S = (h/p)(w/p) tokens a frame
         + fixed positions: 2-D sine-cosine in the frame, 1-D sine-cosine in time
     c = TimestepEmbedder(1000 t) + actions           (B, T', dim): each frame's adaLN-Zero vector, the timestep plus
-                                                     the summed embeddings of every action before the frame
+                                                     the summed embeddings of every action before the frame, plus
+                                                     sine-cosine features of the displacement they command
     depth x SpaceTimeBlock: attention across frames, then within each frame (factorized); or one attention over all
-        T'*S tokens (full); either way adaLN per frame
-    final layer (LN modulated by c, Linear to pt*p*p*C) -> untubeletify -> the velocity (B, T, C, h, w)
+        T'*S tokens (full)
+    final layer (LN modulated by c, Linear to pt*p*p*C) -> untubeletify -> the output (B, T, C, h, w): the change
+        from the first frame (x-prediction, VideoFlowMatching's default) or the velocity (v-prediction)
 
 Actions: `minigen.data.video` moves the object by actions[:, t] between frame t and t + 1, so the object's place in
 frame t is the start plus the steps of actions 0 .. t - 1 (clamped at the walls). Each frame gets the sum of the
-embeddings of those actions, a running total the network can read the displacement from (frame 0 gets the zero
-vector: nothing has happened yet), through that frame's adaLN (or, with action_input="tokens", added to its tokens).
-The walls it must learn from the pixels.
+embeddings of those actions, a running total (frame 0 gets the zero vector: nothing has happened yet), and, with
+`action_deltas`, sine-cosine features of the displacement they command, through that frame's adaLN (or, with
+action_input="tokens", added to its tokens). Where a wall stops the object the commanded displacement is wrong:
+that the network must learn from the pixels.
 
     model = VideoDiT(VIDEO_PRESETS["VideoDiT-S"])
-    v = model(x_t, 1000 * t, (first_frame, actions))   # (B, T, C, h, w); first_frame (B, C, h, w), actions (B, T)
+    out = model(x_t, 1000 * t, (first_frame, actions))  # (B, T, C, h, w); first_frame (B, C, h, w), actions (B, T)
     flow = VideoFlowMatching(model)                   # minigen.train's loss on (videos, actions) batches
     clips = generate(flow, first_frame, actions, steps=10)
 """
@@ -34,7 +37,8 @@ import torch
 from torch import nn
 
 from ..diffusion import fm_interpolate, fm_sample_t
-from ..nn import FinalLayer, SpaceTimeBlock, TimestepEmbedder, init_transformer, sincos_positions, timestep_embedding
+from ..nn import (FinalLayer, SpaceTimeBlock, TimestepEmbedder, check_videos, init_transformer, num_parameters,
+                  sincos_positions, timestep_embedding)
 from ..patches import tubeletify, untubeletify
 
 ATTENTIONS = ("factorized", "full")
@@ -44,13 +48,14 @@ FM_TIME_SCALE = 1000.0  # flow matching's t in [0, 1] reaches the timestep embed
 
 @dataclass
 class VideoDiTConfig:
-    frames: int = 8                 # T: 8 frames of minigen.data.video's moving shapes, 4 action runs on average
+    frames: int = 8                 # T: 8 frames of minigen.data.video's moving shapes (an action lasts ~4 frames)
     channels: int = 3               # coloured shapes: colour is one of the things a clip must keep
     size: int = 32                  # h = w: the moving-shapes frame
     patch_size: int = 8             # p: 4 x 4 = 16 tokens a frame, 128 a clip: minutes on a laptop CPU (p = 4
                                     # gives 512 a clip, 4x the cost); x-prediction copes with the big patches
     tubelet: int = 1                # pt: frames per token; 1 keeps a token frame per frame, so each frame's actions
-                                    # reach its own tokens (pt = 2 halves the tokens: compression in time)
+                                    # reach its own tokens (pt = 2 halves the tokens: compression in time, and a
+                                    # token frame gets the action total of its first frame only)
     dim: int = 96                   # token width
     depth: int = 4                  # blocks
     heads: int = 4                  # 24-d heads
@@ -64,14 +69,11 @@ class VideoDiTConfig:
                                     # actions mean, as a camera path is given to a camera-controlled model). In a
                                     # trial (1400 steps, cpu recipe) it raised the judge's shape-kept from 0.54 to
                                     # 0.63 and cut the velocity error from 1.15 to 1.01 px
-    refine: int = 0                 # width of a small conv head after the patches are put back (0: none), as
-                                    # U-ViT's 3x3 conv after its linear patch decoder (Bao et al., arXiv 2209.12152),
-                                    # seeing the output and the input pixel by pixel. Off: in a trial (1400 steps)
-                                    # width 32 cost 30 % more time and read worse (shape kept 0.40 against 0.54)
     action_input: str = "adaln"     # "adaln": each frame's action total joins the timestep in that frame's adaLN
                                     # (a multiplicative path: scale and gate depend on the motion); "tokens": added
-                                    # to the frame's tokens, like a position. In a trial (800 steps, cpu recipe)
-                                    # adaln brought the last frame's error to 0.084 against 0.104 for tokens
+                                    # to the frame's tokens, like a position. In a trial (800 steps, cpu recipe, no
+                                    # action_deltas) adaln brought the last frame's mean squared error to 0.084
+                                    # against 0.104 for tokens
 
     def __post_init__(self):
         if self.attention not in ATTENTIONS:
@@ -83,7 +85,13 @@ class VideoDiTConfig:
         if self.action_input not in ("adaln", "tokens"):
             raise ValueError(f"VideoDiTConfig.action_input {self.action_input!r}: choose 'adaln' or 'tokens'")
         if self.dim % self.heads or self.dim % 4:
-            raise ValueError(f"VideoDiTConfig: dim {self.dim} must be divisible by heads ({self.heads}) and by 4")
+            raise ValueError(f"VideoDiTConfig: dim {self.dim} must be divisible by heads ({self.heads}) and by 4 "
+                             f"(the 2-D sine-cosine positions take a quarter of the channels per sin/cos and axis)")
+        if self.action_deltas is not None:
+            if not self.num_actions or len(self.action_deltas) != self.num_actions or any(
+                    len(d) != 2 for d in self.action_deltas):
+                raise ValueError(f"VideoDiTConfig.action_deltas must give (drow, dcol) for each of the num_actions = "
+                                 f"{self.num_actions} actions, got {self.action_deltas!r}")
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -105,19 +113,9 @@ VIDEO_PRESETS = {
 }
 
 
-def check_video(x, who: str, shape: tuple) -> torch.Tensor:
-    """x must be a float tensor (B, T, C, h, w) with (T, C, h, w) == shape; the error names what is wrong."""
-    if not torch.is_tensor(x) or x.ndim != 5 or tuple(x.shape[1:]) != tuple(shape):
-        got = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
-        raise ValueError(f"{who} expects videos of shape (B, T, C, h, w) = (B, {', '.join(map(str, shape))}), "
-                         f"got {got}")
-    if not x.is_floating_point():
-        raise ValueError(f"{who} expects float videos in [-1, 1], got dtype {x.dtype}")
-    return x
-
-
 class VideoDiT(nn.Module):
-    """velocity = VideoDiT(x_t, 1000 t, (first_frame, actions)) for clips x_t (B, T, C, h, w)."""
+    """out = VideoDiT(x_t, 1000 t, (first_frame, actions)) for clips x_t (B, T, C, h, w); `VideoFlowMatching` reads
+    out as the change from the first frame (x-prediction) or as the velocity (v-prediction)."""
 
     def __init__(self, config: VideoDiTConfig = VideoDiTConfig()):
         super().__init__()
@@ -138,10 +136,6 @@ class VideoDiT(nn.Module):
         self.blocks = nn.ModuleList(SpaceTimeBlock(c.dim, c.heads, c.mlp_ratio, cond_dim=c.dim, attention=c.attention)
                                     for _ in range(c.depth))
         self.final = FinalLayer(c.dim, c.tubelet * c.patch_size ** 2 * c.channels)
-        self.refine = None
-        if c.refine:
-            self.refine = nn.Sequential(nn.Conv2d(in_channels + c.channels, c.refine, 3, padding=1), nn.GELU(),
-                                        nn.Conv2d(c.refine, c.channels, 3, padding=1))
         init_weights(self)
 
     @property
@@ -169,28 +163,33 @@ class VideoDiT(nn.Module):
                                  f"got {got}")
             if actions.numel() and actions.device.type == "cpu" and (actions.min() < 0 or
                                                                      actions.max() >= c.num_actions):
-                raise ValueError(f"actions must be in 0..{c.num_actions - 1}, got values in "
+                raise ValueError(f"VideoDiT: actions must be in 0..{c.num_actions - 1}, got values in "
                                  f"[{actions.min().item()}, {actions.max().item()}]")
         return (first if c.first_frame else None), (actions if c.num_actions else None)
 
     def action_tokens(self, actions: torch.Tensor) -> torch.Tensor:
         """actions (B, T) -> (B, T', dim): for each token frame, the summed embeddings of every action before its
-        first frame (frame 0: zero; frame t: actions 0 .. t-1), the running total of what has moved the object."""
+        first frame (frame 0: zero; frame t: actions 0 .. t-1), the running total of what has moved the object;
+        with `action_deltas`, plus an MLP of sine-cosine features of the displacement those actions command.
+        With tubelets of pt > 1 frames a token frame gets its first frame's total: the actions inside the tubelet
+        do not reach it (notebook 09's exercise 3 asks what that costs)."""
         c = self.config
         e = self.action_embed(actions)                                                    # (B, T, dim)
+        before = torch.cumsum(e, dim=1) - e                                               # (B, T, dim) exclusive
         if self.motion is not None:                   # + the commanded displacement so far, as sine-cosine features
             d = self.deltas[actions]                                                      # (B, T, 2) pixels
             d = torch.cumsum(d, dim=1) - d                                                # (B, T, 2) before frame t
             half = c.dim // 2
+            # x 8: at the fastest of timestep_embedding's frequencies (1 rad per unit) a pixel turns 8 rad, at the
+            # slowest a whole frame's width barely moves, so both one step and the full span have a readable code
             code = torch.cat([timestep_embedding(d[..., i].flatten() * 8, half).view(*d.shape[:2], half)
-                              for i in range(2)], dim=-1)                                 # (B, T, dim)
-            return (torch.cumsum(e, dim=1) - e + self.motion(code))[:, ::c.tubelet]
-        before = torch.cumsum(e, dim=1) - e                                               # (B, T, dim) exclusive
+                              for i in range(2)], dim=-1)                                 # (B, T, dim): rows, cols
+            before = before + self.motion(code)
         return before[:, ::c.tubelet]                                                     # (B, T', dim)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y=None) -> torch.Tensor:
         c = self.config
-        check_video(x, "VideoDiT", self.video_shape)
+        check_videos(x, "VideoDiT", self.video_shape)
         if not torch.is_tensor(t) or t.shape != (x.shape[0],):
             shape = tuple(t.shape) if torch.is_tensor(t) else type(t).__name__
             raise ValueError(f"VideoDiT expects timesteps of shape (B,) = ({x.shape[0]},), got {shape}")
@@ -212,24 +211,19 @@ class VideoDiT(nn.Module):
             out = self.final(h.reshape(B * Tp, S, c.dim), cond.reshape(B * Tp, c.dim))   # (B*T', S, pt*p*p*C)
         else:
             out = self.final(h.reshape(B, Tp * S, c.dim), cond)                           # (B, N, pt*p*p*C)
-        out = untubeletify(out.reshape(B, Tp * S, -1), c.tubelet, c.patch_size, C, T, H, W)  # (B, T, C, h, w)
-        if self.refine is not None:                   # + a conv correction from the output and the input, per frame
-            pixels = torch.cat([out, x], dim=2).flatten(0, 1)                             # (B*T, C + C_in, h, w)
-            out = out + self.refine(pixels).view(B, T, C, H, W)
-        return out
+        return untubeletify(out.reshape(B, Tp * S, -1), c.tubelet, c.patch_size, C, T, H, W)  # (B, T, C, h, w)
 
 
 def init_weights(model: VideoDiT) -> None:
     """DiT's init (minigen.models.dit.init_weights): Xavier linear layers, every block's adaLN at zero, timestep MLP
-    N(0, 0.02^2), and the final layer (and the conv head's last layer) at zero so the untrained model predicts exactly
-    0. Action embeddings N(0, 0.02^2), small beside the tokens, like DiT's label table. The conv head's first layer
-    keeps PyTorch's default init."""
+    N(0, 0.02^2), and the final layer at zero so the untrained model predicts exactly 0. Action embeddings N(0,
+    0.02^2), small beside the tokens, like DiT's label table; the motion MLP is a linear stack like the blocks'."""
     init_transformer(model)
     if model.action_embed is not None:
         nn.init.normal_(model.action_embed.weight, std=0.02)
     for layer in (model.t_embed.mlp[0], model.t_embed.mlp[2]):
         nn.init.normal_(layer.weight, std=0.02)
-    for layer in (model.final.linear, model.final.adaln[-1]) + ((model.refine[-1],) if model.refine else ()):
+    for layer in (model.final.linear, model.final.adaln[-1]):
         nn.init.zeros_(layer.weight)
         nn.init.zeros_(layer.bias)
 
@@ -251,7 +245,8 @@ class VideoFlowMatching(nn.Module):
     t_loc shifts the logit-normal training times towards noise (median t = sigmoid(t_loc) = 0.73 at 1.0): given the
     first frame and the actions the clip is determined, and the hard, useful lesson is drawing it from (nearly) pure
     noise, which is what the first sampling steps ask; near t = 0, x_t already shows the answer. In a trial (800 steps,
-    the cpu recipe otherwise) the mean error of the last frame fell from 0.084 at t_loc 0 to 0.070 at 1.0."""
+    the cpu recipe otherwise, no action_deltas) the last frame's mean squared error fell from 0.084 at t_loc 0 to
+    0.070 at 1.0."""
 
     def __init__(self, model: VideoDiT, prediction: str = "x", t_loc: float = 1.0):
         super().__init__()
@@ -269,8 +264,10 @@ class VideoFlowMatching(nn.Module):
         return out
 
     def loss(self, batch) -> dict:
+        if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+            raise ValueError("VideoFlowMatching trains on (videos (B, T, C, h, w), actions (B, T)) batches")
         videos, actions = batch
-        check_video(videos, "VideoFlowMatching", self.model.video_shape)
+        check_videos(videos, "VideoFlowMatching", self.model.video_shape)
         t = fm_sample_t(videos.shape[0], "logit-normal", loc=self.t_loc, device=videos.device)
         noise = torch.randn_like(videos)
         out = self.clean(fm_interpolate(videos, noise, t), t, (videos[:, 0], actions))
@@ -311,7 +308,7 @@ def generate(flow: VideoFlowMatching, first_frame: torch.Tensor, actions: torch.
     return torch.cat(out).clamp(-1, 1)
 
 
-def attention_flops(T: int, S: int, dim: int, *, factorized: bool) -> float:
+def clip_attention_flops(T: int, S: int, dim: int, *, factorized: bool) -> float:
     """FLOPs of the attention products (QK^T and PV, 2 per multiply-add) of one clip of T frames of S tokens at
     width dim: full 3-D attention 4 (T S)^2 dim; factorized (time + space) 4 (T S^2 + S T^2) dim."""
     if factorized:
@@ -321,16 +318,14 @@ def attention_flops(T: int, S: int, dim: int, *, factorized: bool) -> float:
 
 def block_flops(T: int, S: int, dim: int, mlp_ratio: float = 4.0, *, factorized: bool) -> float:
     """FLOPs of one block on one clip: its linear layers (qkv + output projection 4 dim^2 per token per attention,
-    the MLP 2 ratio dim^2 per token; 2 FLOPs per multiply-add) plus `attention_flops`. The factorized block has two
-    attentions, so it pays 4 dim^2 per token more in projections to save the (T S)^2 products."""
+    the MLP 2 ratio dim^2 per token; 2 FLOPs per multiply-add) plus `clip_attention_flops`. The factorized block has two
+    attentions, so it pays 4 dim^2 per token more in projections to save the (T S)^2 products (the 9 or 6 adaLN
+    vectors per frame and the norms are not counted)."""
     n = T * S
     attentions = 2 if factorized else 1
-    return 2.0 * n * (4 * attentions + 2 * mlp_ratio) * dim ** 2 + attention_flops(T, S, dim, factorized=factorized)
+    return (2.0 * n * (4 * attentions + 2 * mlp_ratio) * dim ** 2
+            + clip_attention_flops(T, S, dim, factorized=factorized))
 
 
-def num_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-__all__ = ["VideoDiT", "VideoDiTConfig", "VIDEO_PRESETS", "MOVES", "ATTENTIONS", "PREDICTIONS", "VideoFlowMatching", "generate",
-           "attention_flops", "block_flops", "check_video", "init_weights", "num_parameters"]
+__all__ = ["VideoDiT", "VideoDiTConfig", "VIDEO_PRESETS", "MOVES", "ATTENTIONS", "PREDICTIONS", "VideoFlowMatching",
+           "generate", "clip_attention_flops", "block_flops", "init_weights", "num_parameters"]
