@@ -49,17 +49,7 @@ unit: install
 nbval: install
 	MINIGEN_PROFILE=ci TRITON_INTERPRET=1 $(PY) -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks/
 
-# The unit tests and the notebooks run side by side, one thread each: CI's machine has 2 cores, and most of both is
-# single-threaded Python (Triton's interpreter, notebook kernels starting), so together they take about as long as
-# the longer one instead of the sum. Each writes a log, printed when both are done; either failing fails `make test`.
-test: install
-	@echo "running the unit tests and the notebooks side by side (logs follow when both are done)"
-	@OMP_NUM_THREADS=1 $(MAKE) --no-print-directory unit > .test-unit.log 2>&1 & unit=$$!; \
-	OMP_NUM_THREADS=1 $(MAKE) --no-print-directory nbval > .test-nbval.log 2>&1 & nbval=$$!; \
-	failed=""; wait $$unit || failed="unit tests"; wait $$nbval || failed="$$failed notebooks"; \
-	echo "===== unit tests (make unit) ====="; cat .test-unit.log; \
-	echo "===== notebooks (make nbval) ====="; cat .test-nbval.log; \
-	if [ -n "$$failed" ]; then echo "make test FAILED: $$failed"; exit 1; fi; echo "make test: all passed"
+test: unit nbval
 
 execute: install
 	@profile=$$($(PY) -c "import torch; print('gpu' if torch.cuda.is_available() else 'cpu')"); \
@@ -75,4 +65,4 @@ slides: install
 	$(PY) scripts/slides.py $(NOTEBOOKS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache **/__pycache__ .test-unit.log .test-nbval.log
+	rm -rf $(VENV) .pytest_cache **/__pycache__
