@@ -146,8 +146,11 @@ class VideoDiT(nn.Module):
     def _condition(self, x: torch.Tensor, y) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Split y into (first frame (B, C, h, w) or None, actions (B, T) or None) and check both."""
         c = self.config
-        first, actions = (y if isinstance(y, (tuple, list)) else (None, None)) if y is not None else (None, None)
-        if y is not None and not isinstance(y, (tuple, list)):
+        if y is None:
+            first, actions = None, None
+        elif isinstance(y, (tuple, list)) and len(y) == 2:
+            first, actions = y
+        else:
             raise ValueError("VideoDiT's condition y is a pair (first_frame (B, C, h, w), actions (B, T))")
         B = x.shape[0]
         if c.first_frame:
