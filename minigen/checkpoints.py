@@ -1,13 +1,17 @@
 """Course checkpoints: full-quality models a CPU student can load beside the one they trained (DESIGN §10).
 
-A checkpoint is made only by the repository's own code: each entry of RECIPES trains `recipe(NAME, "gpu")`
-on its data and measures it (`minigen.recipes.course_checkpoint`; `make checkpoints`, or
-`python -m minigen.checkpoints build NAME`). The weights go to data/checkpoints/NAME.pt (fp16 where the
-metric holds) and data/checkpoints/manifest.json records their sha256, the command, machine and minutes.
+A checkpoint is made only by the repository's own code: each entry of RECIPES trains
+`minigen.recipes.checkpoint_recipe(NAME)` on its data and measures it (`minigen.recipes.course_checkpoint`;
+`make checkpoints`, or `python -m minigen.checkpoints build NAME`): on a GPU that is `recipe(NAME, "gpu")`; on a
+CPU, for the VAE and the flow, the notebook's own cpu recipe run longer (recipes.CPU_CHECKPOINT_STEPS). The
+weights go to data/checkpoints/NAME.pt (fp16 where the metric holds) and data/checkpoints/manifest.json records
+their sha256, the command, machine, minutes, and the recipe's profile, preset and steps.
 
-    model = recipe("vae", "gpu").build()              # the model the checkpoint was trained as
-    if checkpoints.load("vae", model) is not None:   # None (with a message) when the file is not shipped
+    course = checkpoints.load_model("vae")            # the shipped model, built from the recipe its entry names;
+    if course is not None:                            # None (with a message) when the file is not shipped
         ...
+    model = recipe("vae", "gpu").build()              # or load into a model you built (it must be the same config)
+    checkpoints.load("vae", model)
 
 A missing checkpoint is skipped with a message so the notebook still runs; a file whose sha256 differs from
 the manifest, or whose config does not match the model, is an error.
@@ -69,6 +73,16 @@ def load(name: str, model: torch.nn.Module, *, directory: Path | None = None) ->
     return model.eval()
 
 
+def load_model(name: str, device: str | torch.device | None = None) -> torch.nn.Module | None:
+    """The shipped course checkpoint `name` as a model in eval mode: built from the recipe its manifest entry
+    names (recipes.shipped_recipe: the profile's preset), loaded and moved to `device`; None, with a message,
+    when it is not shipped."""
+    entry = read_manifest().get(name)
+    model = recipes.shipped_recipe(name, entry or {}).build()
+    model = load(name, model)
+    return None if model is None else (model if device is None else model.to(device))
+
+
 def save(name: str, model: torch.nn.Module, info: dict, *, half: bool = True,
          directory: Path | None = None) -> Path:
     """Write `model`'s weights as course checkpoint `name` and record it in the manifest."""
@@ -96,15 +110,12 @@ def save(name: str, model: torch.nn.Module, info: dict, *, half: bool = True,
 
 
 def build(name: str) -> Path:
-    """Run recipe `name` (trains at the gpu profile) and save its checkpoint."""
+    """Run checkpoint recipe `name` (the gpu recipe on a GPU; on a CPU the cpu recipe run longer where
+    recipes.CPU_CHECKPOINT_STEPS has one) and save its checkpoint."""
     if name not in RECIPES:
         raise KeyError(f"no recipe named {name!r}; known: {sorted(RECIPES)}")
-    start, previous = time.time(), os.environ.get("MINIGEN_PROFILE")
-    os.environ["MINIGEN_PROFILE"] = "gpu"  # course checkpoints are the gpu profile's models, on any machine
-    try:
-        model, info = RECIPES[name]()
-    finally:
-        os.environ.pop("MINIGEN_PROFILE") if previous is None else os.environ.update(MINIGEN_PROFILE=previous)
+    start = time.time()
+    model, info = RECIPES[name]()
     info = {"minutes": round((time.time() - start) / 60, 1), **info}
     if int(os.environ.get("RANK", 0)) > 0:  # under torchrun (make checkpoints NPROC=N) rank 0 alone writes
         return checkpoint_dir() / f"{name}.pt"
@@ -112,16 +123,18 @@ def build(name: str) -> Path:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description="Build the course checkpoints (trains at the gpu profile).")
+    parser = argparse.ArgumentParser(description="Build the course checkpoints (the gpu recipes on a GPU; on a CPU "
+                                                 "the cpu recipes run longer where recipes.CPU_CHECKPOINT_STEPS says)")
     parser.add_argument("command", choices=["build", "list"])
     parser.add_argument("names", nargs="*", help="recipes to build (default: all)")
     args = parser.parse_args(argv)
     if args.command == "list":
         manifest = read_manifest()
         for name in sorted(RECIPES):
-            r = recipes.recipe(name, "gpu")
-            print(f"{name:12s} {'shipped' if name in manifest else 'not built':10s} recipe({name!r}, 'gpu'): "
-                  f"{r.preset}, {r.train.steps} steps of batch {r.train.batch_size}")
+            r = (recipes.shipped_recipe(name, manifest[name]) if name in manifest
+                 else recipes.checkpoint_recipe(name))
+            print(f"{name:12s} {'shipped' if name in manifest else 'not built':10s} recipe({name!r}, "
+                  f"{r.profile!r}): {r.preset}, {r.train.steps} steps of batch {r.train.batch_size}")
         return
     for name in args.names or sorted(RECIPES):
         print(f"built {build(name)}")

@@ -1,13 +1,15 @@
 """Recipes: each course model's preset and training budget per profile, written once (DESIGN sections 1, 7, 10).
 
 A notebook and `make checkpoints` run the same recipe, so the course checkpoint is the notebook's `gpu`-profile
-model: the same preset, the same TrainConfig, the same seed.
+model (the same preset, the same TrainConfig, the same seed), or where it was built on a CPU, the notebook's `cpu`
+recipe run for more steps (checkpoint_recipe).
 
     r = recipe("vae", P.name)           # Recipe(name="vae", profile="cpu", preset="VAE-B", train=TrainConfig(...))
     model = r.build().to(device)        # VAE(VAE_PRESETS["VAE-B"]); a diffusion recipe wraps its U-Net in Diffusion
     Trainer(model, BinarizedBatches(load_mnist("train").images), r.train).fit()
 
-    model, info = course_checkpoint("vae")   # recipe("vae", "gpu") trained on its data and measured
+    model, info = course_checkpoint("vae")   # recipe("vae", "gpu") on a GPU (on a CPU the cpu recipe, run longer),
+                                             # trained on its data and measured
 
 Model size and compute budget are two things: `preset` names a size in the model file's PRESETS dict ("VAE-L"),
 `train` is the profile's TrainConfig. Each recipe function below picks both for a profile, with the reason
@@ -512,14 +514,43 @@ COURSE_CHECKPOINTS = {  # name -> (its training data, made from the train split;
 }
 
 
+# Course checkpoints a CPU can build (issue #13: each within an hour on the course's 2-core machine, one at a time):
+# the notebook's own cpu recipe, run longer, so the checkpoint is the network the student trained, with more steps.
+# On a GPU a checkpoint is the gpu recipe's run. Steps: VAE-B ran ~0.1 s a step of 128 on the 2 cores, and its
+# measure (IWAE k = 1000 on 10k digits, 10M decodes) takes ~35 min, so ~20 min of training; Flow-B ~0.14 s a step
+# of 64, and its measure is one pass.
+CPU_CHECKPOINT_STEPS = {"vae": 12_000, "flow": 18_000}
+
+
+def checkpoint_recipe(name: str, device: str | torch.device | None = None) -> Recipe:
+    """The recipe course_checkpoint(name) trains on `device` (default minigen.get_device()): recipe(name, "gpu")
+    on a GPU; on a CPU, for the names CPU_CHECKPOINT_STEPS lists, recipe(name, "cpu") with that many steps (the
+    cosine schedule stretched to match)."""
+    device = torch.device(device if device is not None else minigen.get_device())
+    if device.type == "cpu" and name in CPU_CHECKPOINT_STEPS:
+        r = recipe(name, "cpu")
+        return replace(r, train=replace(r.train, steps=CPU_CHECKPOINT_STEPS[name]))
+    return recipe(name, "gpu")
+
+
+def shipped_recipe(name: str, entry: dict) -> Recipe:
+    """The recipe a shipped checkpoint was trained with, from its manifest entry (its profile and steps; entries
+    written before the profile was recorded are the gpu recipe's)."""
+    r = recipe(name, entry.get("profile", "gpu"))
+    return replace(r, train=replace(r.train, steps=entry.get("steps", r.train.steps)))
+
+
 def course_checkpoint(name: str) -> tuple[nn.Module, dict]:
-    """Train recipe(name, "gpu") on the full training split and measure it: the (model, info) that
-    `make checkpoints` saves. Seeded with the recipe's seed, on minigen.get_device()."""
+    """Train checkpoint_recipe(name) on the full training split and measure it: the (model, info) that
+    `make checkpoints` saves (info names the recipe's profile and preset, so a notebook rebuilds the same
+    model). Seeded with the recipe's seed, on minigen.get_device()."""
     if name not in COURSE_CHECKPOINTS:
         raise ValueError(f"no course checkpoint for {name!r}; course checkpoints: {', '.join(COURSE_CHECKPOINTS)}")
     data, measure = COURSE_CHECKPOINTS[name]
-    r = recipe(name, "gpu")
+    device = minigen.get_device()
+    r = checkpoint_recipe(name, device)
     minigen.seed_everything(r.train.seed)
-    model = r.build(minigen.get_device())
+    model = r.build(device)
     trainer = Trainer(model, data(load_mnist("train")), r.train).fit()
-    return measure(model, trainer)
+    model, info = measure(model, trainer)
+    return model, {**info, "profile": r.profile, "preset": r.preset}

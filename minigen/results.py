@@ -115,7 +115,14 @@ def _locked(lock: Path, timeout: float = 60.0, stale: float = 300.0):
 FAMILIES = [
     ("autoencoder + fitted Gaussian", "01_autoencoder", "FD of AE decodes, z ~ fitted Gaussian", None),
     ("VAE", "02_vae", "FD of samples", "test NLL bound, IWAE"),
+    # the shipped VAE checkpoint, scored in notebook 02's run beside the row above (its training minutes are in the
+    # manifest, which names the recipe and machine)
+    ("VAE, course checkpoint", "02_vae", "FD of samples, course checkpoint", "course checkpoint: test NLL bound",
+     {"training": None, "speed": "sampling speed, samples/s, course checkpoint"}),
     ("normalizing flow, T = 1", "03_flow", "FD of samples, T = 1.0", "test bits/dim"),
+    ("normalizing flow, course checkpoint, T = 1", "03_flow", "FD of samples, T = 1.0, course checkpoint",
+     "course checkpoint: test bits/dim",
+     {"training": None, "speed": "sampling speed, samples/s, course checkpoint"}),
     ("diffusion, guided DDIM", "04_diffusion", "FD of samples, DDIM", None),
     # the shipped checkpoint (the gpu recipe), sampled and scored in the same run as the row above; its training
     # ran on another machine (data/checkpoints/manifest.json says which), so no training minutes here

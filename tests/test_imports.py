@@ -8,7 +8,7 @@ a function, with relative imports resolved. The rules, by the importing module's
     threads      imports no other minigen module (torch's CPU pool: any loop may call threads.adapt())
     nn           imports only kernels and patches
     diffusion    imports only nn, patches, kernels, threads (model-agnostic)
-    a model file imports only nn, patches, kernels, diffusion; never another model file, recipes or a side library
+    a model file imports only nn, patches, kernels, diffusion, threads; never another model file, recipes or a side library
     side libraries (data, viz, metrics, train, results, profile, edits, text2image) import no model file and not
                  recipes
     nothing imports from notebooks/
@@ -28,7 +28,7 @@ ALLOWED = {  # layer -> the layers it may import from inside minigen (None: any 
     "threads": set(),
     "nn": {"kernels", "patches"},
     "diffusion": {"nn", "patches", "kernels", "threads"},
-    "model file": {"nn", "patches", "kernels", "diffusion"},
+    "model file": {"nn", "patches", "kernels", "diffusion", "threads"},
 }
 FORBIDDEN = {"side library": {"model file", "models package", "recipes"}}
 

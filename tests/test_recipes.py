@@ -147,6 +147,7 @@ def tiny_course(monkeypatch):
                                                                                      progress=False))
 
     monkeypatch.setattr(recipes, "recipe", tiny)
+    monkeypatch.setattr(recipes, "CPU_CHECKPOINT_STEPS", {"vae": 3, "flow": 3})  # the cpu checkpoint's run, tiny too
     monkeypatch.setattr(recipes, "load_mnist", lambda split: load_mnist(split, n=64))
     monkeypatch.setattr(recipes, "ddim_sample", lambda model, schedule, shape, *, y, **kw: sample(
         model, schedule, (50, *shape[1:]), y=y[:50], **{**kw, "steps": 2}))
@@ -156,9 +157,9 @@ def tiny_course(monkeypatch):
 
 
 @pytest.mark.parametrize("name, kind, keys", [
-    ("vae", VAE, {"steps", "test_nll_iwae_k1000", "test_nll_elbo"}),
-    ("flow", Flow, {"steps", "metric", "metric_name", "half"}),
-    ("diffusion", Diffusion, {"steps", "metric", "metric_name"}),
+    ("vae", VAE, {"steps", "test_nll_iwae_k1000", "test_nll_elbo", "profile", "preset"}),
+    ("flow", Flow, {"steps", "metric", "metric_name", "half", "profile", "preset"}),
+    ("diffusion", Diffusion, {"steps", "metric", "metric_name", "profile", "preset"}),
 ])
 def test_course_checkpoint_is_seeded_measured_and_loads_into_the_recipes_model(tiny_course, tmp_path, name, kind, keys):
     from minigen import checkpoints

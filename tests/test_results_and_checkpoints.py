@@ -146,10 +146,37 @@ def test_recipes_table_names_the_course_checkpoints():
 
 def test_shipped_course_checkpoints_load_into_their_recipes():
     """Every checkpoint data/checkpoints/manifest.json lists is there, matches its sha256 and loads into the model
-    its gpu recipe builds (what notebooks 02-04 do); at least the diffusion one is shipped."""
+    the recipe its entry names builds (what notebooks 02-04 do); at least the diffusion one is shipped."""
     manifest = checkpoints.read_manifest()
     assert "diffusion" in manifest
     for name, entry in manifest.items():
-        model = recipes.recipe(name, "gpu").build()
-        assert checkpoints.load(name, model) is model, name
-        assert entry["steps"] == recipes.recipe(name, "gpu").train.steps, name  # built by the recipe, not a shorter run
+        r = recipes.shipped_recipe(name, entry)
+        assert r.profile == entry.get("profile", "gpu") and r.preset == entry.get("preset", r.preset), name
+        model = checkpoints.load_model(name)
+        assert model is not None and not model.training and model.config == r.build().config, name
+        built = recipes.checkpoint_recipe(name, "cuda" if r.profile == "gpu" else "cpu")
+        assert entry["steps"] == built.train.steps, name  # built by the recipe, not a shorter run
+
+
+def test_checkpoint_recipe_is_the_gpu_recipe_on_a_gpu_and_the_cpu_recipe_run_longer_on_a_cpu():
+    for name in checkpoints.RECIPES:
+        assert recipes.checkpoint_recipe(name, "cuda") == recipes.recipe(name, "gpu")
+        r, cpu = recipes.checkpoint_recipe(name, "cpu"), recipes.recipe(name, "cpu")
+        if name in recipes.CPU_CHECKPOINT_STEPS:   # the notebook's own network and schedule, more steps
+            assert (r.profile, r.preset) == ("cpu", cpu.preset)
+            assert r.train == replace(cpu.train, steps=recipes.CPU_CHECKPOINT_STEPS[name]) != cpu.train
+        else:                                      # diffusion: a GPU recipe whatever the machine
+            assert r == recipes.recipe(name, "gpu")
+
+
+def test_load_model_builds_the_recipe_the_manifest_names(tmp_path, monkeypatch, capsys):
+    from minigen.models.vae import VAE
+
+    monkeypatch.setenv("MINIGEN_CHECKPOINT_DIR", str(tmp_path))
+    assert checkpoints.load_model("vae") is None and "not available" in capsys.readouterr().out
+    r = recipes.recipe("vae", "cpu")
+    model = r.build()
+    checkpoints.save("vae", model, {"steps": 5, "profile": "cpu", "preset": r.preset})
+    loaded = checkpoints.load_model("vae", "cpu")
+    assert isinstance(loaded, VAE) and loaded.config == model.config != recipes.recipe("vae", "gpu").model_config()
+    assert all(torch.allclose(a, b, atol=1e-3) for a, b in zip(model.parameters(), loaded.parameters()))

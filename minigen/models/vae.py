@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import threads
 from ..nn import ConvResBlock, check_images, check_values, conv_decoder, conv_encoder
 
 LIKELIHOODS = ("bernoulli", "gaussian")
@@ -74,7 +75,7 @@ class VAEConfig:
             raise ValueError(f"VAEConfig.beta must be a number >= 0, got {self.beta!r}")
 
 
-# Presets by size (minigen.recipes picks one per profile; the course checkpoint is recipe("vae", "gpu")'s).
+# Presets by size (minigen.recipes picks one per profile and one for the course checkpoint).
 VAE_PRESETS = {
     "VAE-S": VAEConfig(latent_dim=16, width=16, hidden=128),   # smoke test: a few seconds per hundred steps
     "VAE-B": VAEConfig(latent_dim=32, width=32, hidden=256),   # the plain conv VAE: 3.5k steps fit a CPU budget
@@ -343,6 +344,7 @@ def evaluate(model: VAE, images: torch.Tensor, k: int = 500, seed: int = 0, batc
     generator = torch.Generator(device=device).manual_seed(seed)
     elbo, iw = [], []
     for b in images.split(batch_size):
+        threads.adapt()  # a clock read; every few seconds a look at the machine (minigen/threads.py)
         b = b.to(device)
         elbo.append(model.elbo(b, generator).cpu())
         iw.append(model.iwae(b, k, generator).cpu())
