@@ -200,6 +200,23 @@ def test_dispatch_picks_sdpa_on_cpu(monkeypatch):
         _dispatch.choose_backend("attention", None, torch.device("cpu"), fallback="sdpa")
 
 
+def test_sizes_over_the_kernels_limits_are_named_or_fall_back_to_sdpa():
+    """One rule for both attention kernels: a size over the Triton kernel's limit is a ValueError naming it when
+    backend="triton" was asked for, else one warning and PyTorch SDPA; other backends pass through."""
+    sizes = [("head dim D", 136, 128), ("T", 129, 128)]
+    with pytest.raises(ValueError, match=r"op: q has head dim D = 136 > 128, T = 129 > 128; the Triton kernel "
+                                         r"takes D <= 128 and T <= 128 \(use backend='sdpa'\)"):
+        _dispatch.within_triton_limits("op", "triton", "triton", sizes)
+    with pytest.warns(UserWarning, match="head dim D = 136 > 128, T = 129 > 128; op uses PyTorch SDPA"):
+        assert _dispatch.within_triton_limits("op", "triton", None, sizes) == "sdpa"
+    assert _dispatch.within_triton_limits("op", "triton", None, [("T", 128, 128)]) == "triton"
+    assert _dispatch.within_triton_limits("op", "reference", "reference", sizes) == "reference"
+    if _dispatch.triton is not None:  # without Triton, backend="triton" is first an error saying it is missing
+        q = torch.zeros(1, 1, 3, 136)
+        with pytest.raises(ValueError, match="attention: q has head dim D = 136 > 128"):
+            attention(q, q, q, backend="triton")
+
+
 def test_default_attention_on_cpu_is_sdpa_and_matches_reference(monkeypatch):
     """No backend asked: SDPA, equal to the reference (a fully padded sample returns zeros in both)."""
     monkeypatch.delenv("MINIGEN_KERNELS", raising=False)

@@ -59,6 +59,22 @@ def say_once(message: str) -> None:
     warnings.warn(message, stacklevel=3)
 
 
+def within_triton_limits(op: str, which: str, backend: str | None, sizes) -> str:
+    """The backend to run: `which`, unless it is "triton" and the problem exceeds one of the kernel's limits.
+    `sizes` are (name, value, limit) triples, e.g. ("head dim D", 200, 128). Over a limit, backend="triton" (asked
+    for by name) is a ValueError naming each size; the default falls back to PyTorch SDPA with one warning."""
+    if which != "triton":
+        return which
+    too_big = [f"{name} = {value} > {limit}" for name, value, limit in sizes if value > limit]
+    if not too_big:
+        return which
+    if backend == "triton":
+        takes = " and ".join(f"{name.split()[-1]} <= {limit}" for name, _, limit in sizes)
+        raise ValueError(f"{op}: q has {', '.join(too_big)}; the Triton kernel takes {takes} (use backend='sdpa')")
+    say_once(f"minigen.kernels: {', '.join(too_big)}; {op} uses PyTorch SDPA")
+    return "sdpa"
+
+
 def triton_can_run(device: torch.device) -> tuple[bool, str]:
     """Whether the Triton kernels can run on tensors on `device`, and if not, why (one sentence)."""
     if triton is None:

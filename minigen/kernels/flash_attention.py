@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ._dispatch import (check_kernel_dtype, check_tensor, choose_backend, interpreting, quick_autotune, records_grad,
-                        say_once, triton, tl)
+                        triton, tl, within_triton_limits)
 
 LOG2E = 1.4426950408889634  # exp(x) = exp2(x * log2 e): the kernels use exp2, which the GPU's SFU computes directly
 MAX_TRITON_HEAD_DIM = 128
@@ -520,12 +520,7 @@ def attention(q, k, v, *, causal=False, key_padding_mask=None, scale=None, backe
     _check_inputs(q, k, v, causal, key_padding_mask, scale)
     scale = float(q.shape[-1] ** -0.5 if scale is None else scale)
     which = choose_backend("attention", backend, q.device, fallback="sdpa", training=records_grad(q, k, v))
-    if which == "triton" and q.shape[-1] > MAX_TRITON_HEAD_DIM:
-        if backend == "triton":
-            raise ValueError(f"attention: q has head dim D={q.shape[-1]}; the Triton kernel takes D <= "
-                             f"{MAX_TRITON_HEAD_DIM} (use backend='sdpa')")
-        say_once(f"minigen.kernels: head dim {q.shape[-1]} > {MAX_TRITON_HEAD_DIM}; attention uses PyTorch SDPA")
-        which = "sdpa"
+    which = within_triton_limits("attention", which, backend, [("head dim D", q.shape[-1], MAX_TRITON_HEAD_DIM)])
     if which == "reference":
         return attention_reference(q, k, v, causal=causal, key_padding_mask=key_padding_mask, scale=scale)
     if which == "sdpa":

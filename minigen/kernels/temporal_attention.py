@@ -35,7 +35,7 @@ the host functions; the autograd.Function; the dispatcher and the FLOP count.
 import torch
 import torch.nn.functional as F
 
-from ._dispatch import check_kernel_dtype, check_tensor, choose_backend, records_grad, say_once, triton, tl
+from ._dispatch import check_kernel_dtype, check_tensor, choose_backend, records_grad, triton, tl, within_triton_limits
 from .flash_attention import LOG2E, attention_flops
 
 MAX_TRITON_HEAD_DIM = 128
@@ -290,16 +290,8 @@ def temporal_attention(q, k, v, *, causal=False, scale=None, backend=None):
     _check_inputs(q, k, v, causal, scale)
     scale = float(q.shape[-1] ** -0.5 if scale is None else scale)
     which = choose_backend("temporal_attention", backend, q.device, fallback="sdpa", training=records_grad(q, k, v))
-    if which == "triton":
-        T, D = q.shape[1], q.shape[-1]
-        too_big = [f"{what} {n} > {limit}" for what, n, limit in
-                   (("head dim D =", D, MAX_TRITON_HEAD_DIM), ("T =", T, MAX_TRITON_FRAMES)) if n > limit]
-        if too_big:
-            if backend == "triton":
-                raise ValueError(f"temporal_attention: q has {', '.join(too_big)}; the Triton kernel takes "
-                                 f"D <= {MAX_TRITON_HEAD_DIM} and T <= {MAX_TRITON_FRAMES} (use backend='sdpa')")
-            say_once(f"minigen.kernels: {', '.join(too_big)}; temporal_attention uses PyTorch SDPA")
-            which = "sdpa"
+    which = within_triton_limits("temporal_attention", which, backend,
+                                 [("head dim D", q.shape[-1], MAX_TRITON_HEAD_DIM), ("T", q.shape[1], MAX_TRITON_FRAMES)])
     if which == "reference":
         return temporal_attention_reference(q, k, v, causal=causal, scale=scale)
     if which == "sdpa":
