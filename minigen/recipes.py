@@ -519,7 +519,7 @@ COURSE_CHECKPOINTS = {  # name -> (its training data, made from the train split;
 # On a GPU a checkpoint is the gpu recipe's run. Steps: VAE-B ran ~0.1 s a step of 128 on the 2 cores, and its
 # measure (IWAE k = 1000 on 10k digits, 10M decodes) takes ~35 min, so ~20 min of training; Flow-B ~0.14 s a step
 # of 64, and its measure is one pass.
-CPU_CHECKPOINT_STEPS = {"vae": 12_000, "flow": 18_000}
+CPU_CHECKPOINT_STEPS = {"vae": 12_000, "flow": 15_000}
 
 
 def checkpoint_recipe(name: str, device: str | torch.device | None = None) -> Recipe:
