@@ -517,9 +517,9 @@ COURSE_CHECKPOINTS = {  # name -> (its training data, made from the train split;
 # Course checkpoints a CPU can build (issue #13: each within an hour on the course's 2-core machine, one at a time):
 # the notebook's own cpu recipe, run longer, so the checkpoint is the network the student trained, with more steps.
 # On a GPU a checkpoint is the gpu recipe's run. Steps: VAE-B ran ~0.1 s a step of 128 on the 2 cores, and its
-# measure (IWAE k = 1000 on 10k digits, 10M decodes) takes ~35 min, so ~20 min of training; Flow-B ~0.14 s a step
-# of 64, and its measure is one pass.
-CPU_CHECKPOINT_STEPS = {"vae": 12_000, "flow": 15_000}
+# measure (IWAE k = 1000 on 10k digits, 10M decodes) took 38 min, so ~20-25 min of training (built 2026-12-07: 62
+# min in all); Flow-B ~0.14 s a step of 64, ~25 min for 10k steps (3x the notebook's), and its measure is one pass.
+CPU_CHECKPOINT_STEPS = {"vae": 12_000, "flow": 10_000}
 
 
 def checkpoint_recipe(name: str, device: str | torch.device | None = None) -> Recipe:
