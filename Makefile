@@ -18,9 +18,7 @@ TORCH_PIN := torch==2.13.0
 STAMP := $(VENV)/.minigen-installed
 
 NPROC ?= 1
-# --no-compile: skip byte-compiling every installed file (torch and jupyter are tens of thousands); Python compiles
-# what it imports, on first import, into the same caches
-PIP := $(PY) -m pip install --progress-bar on --disable-pip-version-check --no-compile
+PIP := $(PY) -m pip install --progress-bar on --disable-pip-version-check
 
 .PHONY: course test unit nbval execute checkpoints slides install clean
 
